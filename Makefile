@@ -1,0 +1,33 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint proto bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch 2.13.0 (CPU build) only where no torch is installed yet.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[all,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/isloader demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check isloader tests benchmarks tools
+	$(VENV)/bin/ruff format --check isloader tests benchmarks tools
+
+test: lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+proto: $(STAMP)
+	$(PY) tools/gen_proto.py
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo-output benchmarks/results
