@@ -1,0 +1,1 @@
+"""isloader: online importance sampling and pruning for PyTorch data loading."""

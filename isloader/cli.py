@@ -1,0 +1,140 @@
+"""``isloader`` command line: wiring only; each subcommand calls library code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _storage_options(pairs: Sequence[str] | None) -> dict[str, str]:
+    options = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--storage-option wants key=value, got {pair!r}")
+        options[key] = value
+    return options
+
+
+def _add_store(sub: argparse._SubParsersAction) -> None:
+    from isloader.config import StoreSettings
+
+    store = sub.add_parser("store", help="the importance store service")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    serve = store_sub.add_parser(
+        "serve", help="serve one store shard over gRPC (flags also read from ISLOADER_* variables)"
+    )
+    for name, field in StoreSettings.model_fields.items():
+        annotation = str(field.annotation)
+        kind = int if "int" in annotation else float if "float" in annotation else str
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"{field.description} (env ISLOADER_{name.upper()}, default {field.default})",
+        )
+    serve.set_defaults(func=_cmd_store_serve)
+
+
+def _cmd_store_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from isloader.config import StoreSettings
+    from isloader.store.server import StoreServer
+
+    flags = {name: getattr(args, name) for name in StoreSettings.model_fields}
+    try:
+        settings = StoreSettings.from_sources(flags)
+    except (ValidationError, ValueError) as exc:
+        print(f"isloader store serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    StoreServer(settings).serve_forever()
+    return 0
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="list and index the shards under URI")
+    p.add_argument("uri", help="directory or prefix holding the shards (any fsspec URI)")
+    p.add_argument("--format", choices=["parquet", "webdataset"], default=None)
+    p.add_argument("--output", default=None, help="where to write the index (default: beside)")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_index)
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from isloader.data.catalog import ShardCatalog
+
+    catalog = ShardCatalog.build(
+        args.uri, format=args.format, storage_options=_storage_options(args.storage_option)
+    )
+    path = catalog.save(args.output)
+    print(json.dumps({"index": path, "shards": len(catalog.shards), "samples": len(catalog)}))
+    return 0
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="rewrite Parquet data into small-row-group shards")
+    p.add_argument("src", help="Parquet file or directory (any fsspec URI)")
+    p.add_argument("dst", help="output directory (any fsspec URI)")
+    p.add_argument("--rows-per-group", type=int, default=256)
+    p.add_argument("--rows-per-shard", type=int, default=65536)
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from isloader.data.convert import convert_parquet
+
+    catalog = convert_parquet(
+        args.src,
+        args.dst,
+        rows_per_group=args.rows_per_group,
+        rows_per_shard=args.rows_per_shard,
+        storage_options=_storage_options(args.storage_option),
+    )
+    print(json.dumps({"shards": len(catalog.shards), "samples": len(catalog)}))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the paper's comparison on MNIST-1D through the pipeline")
+    p.add_argument("--dataset", default=None, help="your own indexed Parquet shards (URI)")
+    p.add_argument("--store", default=None, help="host:port,... of a deployed store")
+    p.add_argument("--token-file", default=None)
+    p.add_argument("--output", default="demo-output", help="directory for the table and PNGs")
+    p.add_argument("--train-size", type=int, default=60000)
+    p.add_argument("--test-size", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--methods", default="uniform,loss_is,ours_is,ours_is_prune,random_prune")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from isloader.demo import run_demo
+
+    run_demo(args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(prog="isloader", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_store(sub)
+    _add_index(sub)
+    _add_convert(sub)
+    _add_demo(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

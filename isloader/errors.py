@@ -1,0 +1,76 @@
+"""The error tree.
+
+Each error subclasses the builtin it means, so ``except ValueError`` keeps working
+for callers who do not know isloader. The gRPC status <-> error table lives in
+``isloader.store.status``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IsloaderError",
+    "InvalidArgumentError",
+    "IndexOutOfRangeError",
+    "MessageTooLargeError",
+    "AuthenticationError",
+    "StoreUnavailableError",
+    "SnapshotError",
+    "SnapshotMismatchError",
+    "ShardError",
+    "ShardChangedError",
+    "CorruptShardError",
+    "MissingShardError",
+]
+
+
+class IsloaderError(Exception):
+    """Base of every error isloader raises on purpose."""
+
+
+class InvalidArgumentError(IsloaderError, ValueError):
+    """Input that can never be valid: NaN, negative importance, length mismatch."""
+
+
+class IndexOutOfRangeError(IsloaderError, IndexError):
+    """A sample index outside the range a table or catalog owns."""
+
+
+class MessageTooLargeError(IsloaderError, ValueError):
+    """A request larger than the store accepts."""
+
+
+class AuthenticationError(IsloaderError, PermissionError):
+    """A missing or wrong bearer token."""
+
+
+class StoreUnavailableError(IsloaderError, ConnectionError):
+    """A store shard that stays unreachable after retries; the message names it."""
+
+
+class SnapshotError(IsloaderError, RuntimeError):
+    """A snapshot that is missing its completion marker, truncated or corrupt."""
+
+
+class SnapshotMismatchError(SnapshotError, ValueError):
+    """A snapshot taken under another configuration or index range."""
+
+
+class ShardError(IsloaderError, OSError):
+    """A data shard that cannot be served; ``uri`` names it."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(f"{uri}: {reason}")
+        self.uri = uri
+        self.reason = reason
+
+
+class ShardChangedError(ShardError):
+    """A shard whose size or etag differs from the catalog: re-run ``isloader index``."""
+
+
+class CorruptShardError(ShardError):
+    """A shard that is truncated or cannot be decoded."""
+
+
+class MissingShardError(ShardError, FileNotFoundError):
+    """A shard listed in the catalog that no longer exists."""

@@ -1,0 +1,370 @@
+"""``StoreClient``: the sharded importance store seen as one.
+
+Each shard owns a contiguous index range; the client learns the ranges from the
+shards themselves (one ``Stats`` call each) and checks they tile ``[0, N)``.
+
+Sampling is hierarchical and exactly the global distribution: shard ``s`` gets a
+multinomial share of the draws with probability ``m_s / sum_t m_t`` (``m`` = the
+shard masses last reported), then draws within itself with ``q_i / M_s``. The
+probability of drawing ``i`` is ``(m_s / sum m) * (q_i / M_s)``, and that product,
+not an idealised ``q_i / sum q``, is what the weights use, so they stay unbiased even
+when the cached masses lag a concurrent update.
+
+Updates carry ``(client_id, seq)``, so a call retried after UNAVAILABLE is applied
+once. ``update(..., wait=False)`` goes through a bounded queue drained by one
+thread per client; ``flush()`` waits for it and raises the first failure.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from isloader._proto import store_pb2 as pb
+from isloader._proto import store_pb2_grpc
+from isloader.errors import (
+    IndexOutOfRangeError,
+    InvalidArgumentError,
+    IsloaderError,
+    StoreUnavailableError,
+)
+from isloader.store.api import Seed, seed_sequence
+from isloader.store.records import Plan, ShardView, TableStats
+from isloader.store.service import decode_array
+from isloader.store.status import error_for
+from isloader.store.table import prune_threshold
+
+__all__ = ["StoreClient", "TlsConfig"]
+
+_RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """PEM file paths: the CA that signed the servers, and for mTLS a client pair."""
+
+    ca_cert: str
+    client_cert: str | None = None
+    client_key: str | None = None
+    server_name: str | None = None  # override the name checked in the server certificate
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        return grpc.ssl_channel_credentials(
+            read(self.ca_cert), read(self.client_key), read(self.client_cert)
+        )
+
+
+@dataclass
+class _Shard:
+    address: str
+    stub: store_pb2_grpc.ImportanceStoreStub
+    channel: grpc.Channel
+    start: int = 0
+    stop: int = 0
+    view: ShardView = ShardView(0.0, 0)
+
+
+class StoreClient:
+    """One client over ``S`` store shards; see the module docstring.
+
+    Args:
+        addresses: ``host:port`` of every shard, any order.
+        token: bearer token, when the shards require one.
+        tls: ``TlsConfig`` for TLS / mTLS; plaintext when None.
+        timeout: deadline of each RPC in seconds (default 10).
+        retries: attempts per RPC on UNAVAILABLE / DEADLINE_EXCEEDED (default 5).
+        max_pending: bound of the fire-and-forget queue (default 64 requests).
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str] | str,
+        *,
+        token: str | None = None,
+        tls: TlsConfig | None = None,
+        timeout: float = 10.0,
+        retries: int = 5,
+        max_pending: int = 64,
+    ) -> None:
+        if isinstance(addresses, str):
+            addresses = [a for a in addresses.split(",") if a]
+        if not addresses:
+            raise InvalidArgumentError("StoreClient needs at least one shard address")
+        self._args = (list(addresses), token, tls, timeout, retries, max_pending)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+        self._retries = retries
+        self._client_id = uuid.uuid4().hex
+        self._seq = 0
+        self._lock = threading.Lock()
+        options = [("grpc.max_receive_message_length", 256 << 20)]
+        shards = []
+        for address in addresses:
+            channel = (
+                grpc.secure_channel(address, tls.credentials(), options)
+                if tls
+                else grpc.insecure_channel(address, options)
+            )
+            shards.append(_Shard(address, store_pb2_grpc.ImportanceStoreStub(channel), channel))
+        self._pool = ThreadPoolExecutor(max(len(shards), 1), thread_name_prefix="isloader-rpc")
+        infos = self._all(shards, "Stats", lambda s: pb.StatsRequest())
+        for shard, info in zip(shards, infos, strict=True):
+            shard.start, shard.stop = info.shard.start, info.shard.stop
+            shard.view = ShardView(info.shard.total_mass, info.shard.active_count)
+        self._shards = sorted(shards, key=lambda s: s.start)
+        self._check_tiling([json.loads(i.shard.config_json or "{}") for i in infos])
+        self._stops = np.array([s.stop for s in self._shards], dtype=np.int64)
+        self._queue: queue.Queue[tuple[np.ndarray, np.ndarray] | None] = queue.Queue(max_pending)
+        self._failure: BaseException | None = None
+        self._sender: threading.Thread | None = None
+
+    def __reduce__(self) -> tuple[Callable[..., StoreClient], tuple[Any, ...]]:
+        """Ray ships the client to read tasks by its arguments; the copy reconnects."""
+        return _rebuild, self._args
+
+    @property
+    def num_samples(self) -> int:
+        return int(self._shards[-1].stop)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [s.address for s in self._shards]
+
+    # -- updates ---------------------------------------------------------------
+
+    def update(self, indices: np.ndarray, values: np.ndarray, *, wait: bool = True) -> None:
+        indices, values = self._validate(indices, values)
+        self._raise_failure()
+        if wait:
+            self._send_update(indices, values)
+            return
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._drain, daemon=True, name="isloader-send")
+            self._sender.start()
+        self._queue.put((indices, values))
+
+    def flush(self) -> None:
+        if self._sender is not None:
+            self._queue.join()
+        self._raise_failure()
+
+    def _send_update(self, indices: np.ndarray, values: np.ndarray) -> None:
+        owner = np.searchsorted(self._stops, indices, side="right")
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        jobs = []
+        for s in np.unique(owner):
+            mask = owner == s
+            request = pb.UpdateRequest(
+                indices=indices[mask].astype("<i8").tobytes(),
+                values=values[mask].astype("<f8").tobytes(),
+                client_id=self._client_id,
+                seq=seq,
+            )
+            jobs.append((self._shards[s], request))
+        self._map(jobs, "Update")
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is not None and self._failure is None:
+                    self._send_update(*item)
+            except BaseException as exc:  # surfaced by the next update() or flush()
+                self._failure = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def _validate(self, indices: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reject bad input before anything is sent, so no shard applies half of it."""
+        idx = np.asarray(indices)
+        val = np.asarray(values, dtype=np.float64)
+        if idx.ndim != 1 or val.ndim != 1 or idx.shape != val.shape:
+            raise InvalidArgumentError(f"indices {idx.shape} and values {val.shape} must match")
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            raise InvalidArgumentError(f"indices must be integers, got dtype {idx.dtype}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_samples):
+            raise IndexOutOfRangeError(f"indices must be in [0, {self.num_samples})")
+        if val.size and not (np.isfinite(val).all() and (val >= 0).all()):
+            raise InvalidArgumentError("values must be finite and >= 0")
+        return idx.astype(np.int64, copy=False), val
+
+    # -- sampling --------------------------------------------------------------
+
+    def sample(self, count: int, seed: Seed) -> Plan:
+        if count < 0:
+            raise InvalidArgumentError(f"sample count must be >= 0, got {count}")
+        rng = np.random.default_rng(seed_sequence(seed))
+        masses = np.array([s.view.total_mass for s in self._shards])
+        if masses.sum() <= 0:
+            raise InvalidArgumentError("the store has no sampling mass; call end_epoch with eps>0")
+        counts = rng.multinomial(count, masses / masses.sum())
+        seeds = rng.integers(0, 2**63, size=len(self._shards))
+        jobs = [
+            (shard, pb.SampleRequest(count=int(c), seed=int(seed)))
+            for shard, c, seed in zip(self._shards, counts, seeds, strict=True)
+            if c
+        ]
+        replies = self._map(jobs, "Sample")
+        indices, probabilities = [], []
+        share = masses / masses.sum()
+        for (shard, _), reply in zip(jobs, replies, strict=True):
+            s = self._shards.index(shard)
+            indices.append(decode_array(reply.indices, "<i8", "indices"))
+            q = decode_array(reply.q, "<f8", "q")
+            probabilities.append(share[s] * q / reply.shard.total_mass)
+        order = rng.permutation(count)
+        idx = np.concatenate(indices)[order] if indices else np.zeros(0, np.int64)
+        p = np.concatenate(probabilities)[order] if probabilities else np.zeros(0)
+        active = sum(s.view.active_count for s in self._shards)
+        return Plan(idx.astype(np.int64), p, 1.0 / (active * p))
+
+    def lookup(self, indices: np.ndarray) -> np.ndarray:
+        idx, _ = self._validate(indices, np.zeros(len(indices)))
+        owner = np.searchsorted(self._stops, idx, side="right")
+        out = np.empty(len(idx))
+        jobs = [
+            (self._shards[s], pb.LookupRequest(indices=idx[owner == s].astype("<i8").tobytes()))
+            for s in np.unique(owner)
+        ]
+        for (shard, _), reply in zip(jobs, self._map(jobs, "Lookup"), strict=True):
+            out[owner == self._shards.index(shard)] = decode_array(reply.q, "<f8", "q")
+        return out
+
+    # -- epoch-level operations --------------------------------------------------
+
+    def end_epoch(self, epoch: int, eps: float) -> bool:
+        replies = self._all(self._shards, "EndEpoch", lambda s: pb.EndEpochRequest(epoch=epoch, eps=eps))
+        return any(r.applied for r in replies)
+
+    def prune(self, k: float, *, epoch: int | None = None) -> int:
+        self._all(self._shards, "Stats", lambda s: pb.StatsRequest())  # fresh masses
+        total = sum(s.view.total_mass for s in self._shards)
+        active = sum(s.view.active_count for s in self._shards)
+        threshold = prune_threshold(total, active, k)
+        replies = self._all(
+            self._shards, "Prune", lambda s: pb.PruneRequest(threshold=threshold, epoch=epoch)
+        )
+        return sum(r.pruned for r in replies)
+
+    def readmit(self, fraction: float, *, seed: Seed = 0, epoch: int | None = None) -> int:
+        seeds = seed_sequence(seed).generate_state(len(self._shards), dtype=np.uint64)
+        seed_of = {id(s): int(x) for s, x in zip(self._shards, seeds, strict=True)}
+        replies = self._all(
+            self._shards,
+            "Readmit",
+            lambda s: pb.ReadmitRequest(fraction=fraction, seed=seed_of[id(s)], epoch=epoch),
+        )
+        return sum(r.readmitted for r in replies)
+
+    def stats(self) -> TableStats:
+        """Summed over shards; the histogram is merged only for a single shard."""
+        replies = self._all(self._shards, "Stats", lambda s: pb.StatsRequest())
+        single = replies[0] if len(replies) == 1 else None
+        return TableStats(
+            num_samples=sum(r.num_samples for r in replies),
+            active=sum(r.shard.active_count for r in replies),
+            seen=sum(r.seen for r in replies),
+            pruned=sum(r.pruned for r in replies),
+            total_mass=sum(r.shard.total_mass for r in replies),
+            sum_sq=sum(r.sum_sq for r in replies),
+            q_min=min(r.q_min for r in replies),
+            q_max=max(r.q_max for r in replies),
+            epoch=min(r.shard.epoch for r in replies),
+            version=sum(r.shard.version for r in replies),
+            histogram=tuple(single.histogram) if single else (),
+            histogram_edges=tuple(single.histogram_edges) if single else (),
+        )
+
+    def snapshot(self) -> list[str]:
+        replies = self._all(self._shards, "Snapshot", lambda s: pb.SnapshotRequest())
+        return [r.path for r in replies if r.path]
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self.flush()
+        self._pool.shutdown(wait=True)
+        for shard in self._shards:
+            shard.channel.close()
+
+    def __enter__(self) -> StoreClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- RPC plumbing ------------------------------------------------------------
+
+    def _check_tiling(self, configs: list[dict[str, Any]]) -> None:
+        position = 0
+        for shard in self._shards:
+            if shard.start != position:
+                raise InvalidArgumentError(
+                    f"shard ranges do not tile [0, N): {shard.address} starts at {shard.start}, "
+                    f"expected {position}"
+                )
+            position = shard.stop
+        if any(c != configs[0] for c in configs):
+            raise InvalidArgumentError(f"shards disagree on their configuration: {configs}")
+
+    def _all(self, shards: Sequence[_Shard], method: str, make: Callable[[_Shard], Any]) -> list:
+        return self._map([(s, make(s)) for s in shards], method)
+
+    def _map(self, jobs: list[tuple[_Shard, Any]], method: str) -> list:
+        if len(jobs) == 1:
+            return [self._call(*jobs[0], method)]
+        futures = [self._pool.submit(self._call, shard, req, method) for shard, req in jobs]
+        return [f.result() for f in futures]
+
+    def _call(self, shard: _Shard, request: Any, method: str) -> Any:
+        delay = 0.05
+        for attempt in range(1, self._retries + 1):
+            try:
+                reply = getattr(shard.stub, method)(
+                    request, timeout=self._timeout, metadata=self._metadata
+                )
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details()
+                if code in _RETRY and attempt < self._retries:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if code in _RETRY:
+                    raise StoreUnavailableError(
+                        f"store shard {shard.address} unreachable after {attempt} attempts "
+                        f"({code.name}: {details})"
+                    ) from None
+                error = error_for(code, f"{shard.address}: {details}")
+                raise error from None
+            shard.view = ShardView(reply.shard.total_mass, reply.shard.active_count)
+            return reply
+        raise IsloaderError("unreachable")  # pragma: no cover - the loop always returns
+
+
+def _rebuild(*args: Any) -> StoreClient:
+    addresses, token, tls, timeout, retries, max_pending = args
+    return StoreClient(
+        addresses, token=token, tls=tls, timeout=timeout, retries=retries, max_pending=max_pending
+    )

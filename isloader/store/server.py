@@ -1,0 +1,160 @@
+"""``StoreServer``: one shard behind gRPC, with auth, TLS, health, metrics and snapshots.
+
+``isloader store serve`` runs it until SIGTERM/SIGINT, then writes a final snapshot.
+Tests and ``LocalStore`` start it in-process on an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import start_http_server
+
+from isloader._proto import store_pb2_grpc
+from isloader.config import StoreSettings
+from isloader.store.service import ImportanceStoreServicer
+from isloader.store.shard import Durability, StoreShard
+from isloader.store.table import TableConfig
+
+__all__ = ["StoreServer", "SERVICE_NAME"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "isloader.v1.ImportanceStore"
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+class _BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Rejects calls without ``authorization: Bearer <token>`` (health checks exempt)."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        def deny(request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        if details.method.startswith(_HEALTH_PREFIX):
+            return continuation(details)
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(given.encode(), self._expected):
+            return continuation(details)
+        return self._deny
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class StoreServer:
+    """Owns the gRPC server, the shard, the health servicer and the snapshot timer."""
+
+    def __init__(self, settings: StoreSettings, *, shard: StoreShard | None = None) -> None:
+        """Serve ``shard`` when given (``LocalStore`` shares its own), else build one."""
+        self.settings = settings
+        start, stop = settings.index_range()
+        durability = Durability(snapshot_uri=settings.snapshot_uri, wal_dir=settings.wal_dir)
+        if durability.wal_dir and not durability.snapshot_uri:
+            # A WAL without snapshots would grow forever: keep snapshots beside it.
+            durability = Durability(
+                snapshot_uri=f"{durability.wal_dir}/snapshots", wal_dir=durability.wal_dir
+            )
+        self.shard = shard or StoreShard(
+            TableConfig(start, stop, alpha=settings.alpha, initial_q=settings.initial_q),
+            durability,
+        )
+        self._owns_shard = shard is None
+        max_bytes = int(settings.max_message_mb * 1024 * 1024)
+        token = settings.token()
+        self._server = grpc.server(
+            ThreadPoolExecutor(settings.workers),
+            interceptors=[_BearerTokenInterceptor(token)] if token else [],
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        store_pb2_grpc.add_ImportanceStoreServicer_to_server(
+            ImportanceStoreServicer(self.shard), self._server
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        address = f"{settings.host}:{settings.port}"
+        if settings.tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(_read(settings.tls_key or ""), _read(settings.tls_cert))],
+                root_certificates=_read(settings.tls_client_ca) if settings.tls_client_ca else None,
+                require_client_auth=bool(settings.tls_client_ca),
+            )
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"could not bind {address}")
+        self.metrics_port: int | None = None
+        self._metrics_server: Any = None
+        self._stop = threading.Event()
+        self._snapshotter: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    def start(self) -> StoreServer:
+        self._server.start()
+        if self.settings.metrics_port is not None:
+            self._metrics_server, _ = start_http_server(
+                self.settings.metrics_port, self.settings.host, registry=self.shard.metrics.registry
+            )
+            self.metrics_port = self._metrics_server.server_port
+        if self.shard.durability.snapshot_uri:
+            self._snapshotter = threading.Thread(target=self._snapshot_loop, daemon=True)
+            self._snapshotter.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        start, stop = self.settings.index_range()
+        log.info("serving [%d, %d) on %s", start, stop, self.address)
+        return self
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop serving, then write a final snapshot (when configured) and close the WAL."""
+        self.health.enter_graceful_shutdown()
+        self._stop.set()
+        self._server.stop(grace).wait()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        if self._owns_shard:
+            self.shard.snapshot()
+            self.shard.close()
+
+    def serve_forever(self) -> None:
+        """Block until SIGTERM or SIGINT, then stop cleanly (final snapshot included)."""
+        done = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: done.set())
+        self.start()
+        print(f"isloader store listening on {self.address}", flush=True)
+        done.wait()
+        log.info("shutting down")
+        self.stop()
+
+    def _snapshot_loop(self) -> None:
+        while not self._stop.wait(self.settings.snapshot_interval):
+            try:
+                self.shard.snapshot()
+            except Exception:  # keep serving; the next interval retries
+                log.exception("periodic snapshot failed")

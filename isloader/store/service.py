@@ -1,0 +1,126 @@
+"""The gRPC servicer: decode the request, call ``StoreShard``, encode the reply."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import grpc
+import numpy as np
+
+from isloader._proto import store_pb2 as pb
+from isloader._proto import store_pb2_grpc
+from isloader.errors import InvalidArgumentError, IsloaderError
+from isloader.store.records import ShardView
+from isloader.store.shard import StoreShard
+from isloader.store.status import status_for
+
+__all__ = ["ImportanceStoreServicer", "decode_array"]
+
+
+def decode_array(data: bytes, dtype: str, name: str) -> np.ndarray:
+    """Raw little-endian bytes to a numpy array, rejecting a ragged byte count."""
+    width = np.dtype(dtype).itemsize
+    if len(data) % width:
+        raise InvalidArgumentError(f"{name}: {len(data)} bytes is not a multiple of {width}")
+    return np.frombuffer(data, dtype=dtype)
+
+
+def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Map isloader errors to their status codes; anything else is a server bug."""
+
+    def wrapper(self: ImportanceStoreServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except IsloaderError as exc:
+            context.abort(status_for(exc), str(exc))
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
+    """Serves one ``StoreShard``."""
+
+    def __init__(self, shard: StoreShard) -> None:
+        self._shard = shard
+        self._config_json = json.dumps(
+            {"alpha": shard.config.alpha, "initial_q": shard.config.initial_q}
+        )
+
+    def _info(self, view: ShardView | None = None) -> pb.ShardInfo:
+        view = view or self._shard.view()
+        return pb.ShardInfo(
+            start=self._shard.config.start,
+            stop=self._shard.config.stop,
+            total_mass=view.total_mass,
+            active_count=view.active_count,
+            version=self._shard.version,
+            epoch=self._shard.epoch,
+            config_json=self._config_json,
+        )
+
+    @_rpc
+    def Update(self, request: pb.UpdateRequest, context: grpc.ServicerContext) -> pb.UpdateResponse:
+        indices = decode_array(request.indices, "<i8", "indices")
+        values = decode_array(request.values, "<f8", "values")
+        applied = self._shard.update(indices, values, request.client_id, request.seq)
+        return pb.UpdateResponse(shard=self._info(), applied=applied)
+
+    @_rpc
+    def Sample(self, request: pb.SampleRequest, context: grpc.ServicerContext) -> pb.SampleResponse:
+        plan, view = self._shard.sample(request.count, request.seed)
+        q = plan.probabilities * view.total_mass
+        return pb.SampleResponse(
+            shard=self._info(view),
+            indices=plan.indices.astype("<i8").tobytes(),
+            q=np.asarray(q, dtype="<f8").tobytes(),
+        )
+
+    @_rpc
+    def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
+        q = self._shard.importance(decode_array(request.indices, "<i8", "indices"))
+        return pb.LookupResponse(shard=self._info(), q=q.astype("<f8").tobytes())
+
+    @_rpc
+    def EndEpoch(
+        self, request: pb.EndEpochRequest, context: grpc.ServicerContext
+    ) -> pb.EndEpochResponse:
+        applied = self._shard.end_epoch(request.epoch, request.eps)
+        return pb.EndEpochResponse(shard=self._info(), applied=applied)
+
+    @_rpc
+    def Prune(self, request: pb.PruneRequest, context: grpc.ServicerContext) -> pb.PruneResponse:
+        epoch = request.epoch if request.HasField("epoch") else None
+        pruned = self._shard.prune(request.threshold, epoch)
+        return pb.PruneResponse(shard=self._info(), pruned=pruned)
+
+    @_rpc
+    def Readmit(
+        self, request: pb.ReadmitRequest, context: grpc.ServicerContext
+    ) -> pb.ReadmitResponse:
+        epoch = request.epoch if request.HasField("epoch") else None
+        count = self._shard.readmit(request.fraction, request.seed, epoch)
+        return pb.ReadmitResponse(shard=self._info(), readmitted=count)
+
+    @_rpc
+    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
+        s = self._shard.stats()
+        fields = asdict(s)
+        return pb.StatsResponse(
+            shard=self._info(),
+            **{k: fields[k] for k in ("num_samples", "seen", "pruned", "sum_sq", "q_min", "q_max")},
+            histogram=s.histogram,
+            histogram_edges=s.histogram_edges,
+        )
+
+    @_rpc
+    def Snapshot(
+        self, request: pb.SnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.SnapshotResponse:
+        if not self._shard.durability.snapshot_uri:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no --snapshot-uri configured")
+        return pb.SnapshotResponse(shard=self._info(), path=self._shard.snapshot() or "")

@@ -1,0 +1,235 @@
+"""``StoreShard``: one table made thread-safe and durable.
+
+It adds to ``ImportanceTable`` what a service needs and the pure state machine must
+not have: a lock, the write-ahead log (every change is logged, in apply order,
+before it is acknowledged), snapshots (restore on start, then replay the log
+written since), and metrics. The gRPC servicer and ``LocalStore`` both wrap it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from isloader.store.metrics import ShardMetrics
+from isloader.store.records import Plan, ShardView, TableStats
+from isloader.store.snapshot import read_latest_snapshot, write_snapshot
+from isloader.store.table import ImportanceTable, TableConfig
+from isloader.store.wal import WriteAheadLog
+
+__all__ = ["StoreShard", "Durability"]
+
+log = logging.getLogger(__name__)
+
+_UPDATE, _END_EPOCH, _PRUNE, _READMIT = 1, 2, 3, 4
+_REQUEST = struct.Struct("<QH")  # seq, len(client_id)
+
+
+@dataclass(frozen=True)
+class Durability:
+    """Where a shard keeps its state: snapshots (any fsspec URI) and the WAL (local dir)."""
+
+    snapshot_uri: str | None = None
+    wal_dir: str | None = None
+    storage_options: dict[str, Any] | None = None
+
+
+class StoreShard:
+    """A thread-safe, optionally durable ``ImportanceTable``."""
+
+    def __init__(
+        self, config: TableConfig, durability: Durability | None = None, *, replay: bool = True
+    ) -> None:
+        self.config = config
+        self.durability = durability or Durability()
+        self.metrics = ShardMetrics()
+        self._table = ImportanceTable(config)
+        self._lock = threading.Lock()
+        self._snapshot_lock = threading.Lock()
+        self._snapshot_version = -1
+        self._wal: WriteAheadLog | None = None
+        d = self.durability
+        first_segment = 0
+        if d.snapshot_uri:
+            state = read_latest_snapshot(d.snapshot_uri, d.storage_options)
+            if state is not None:
+                self._table.load_state(state)
+                self._snapshot_version = self._table.version
+                first_segment = int(state.meta.get("wal_segment", 0))
+                log.info("restored snapshot version %d from %s", self._table.version, d.snapshot_uri)
+        if d.wal_dir:
+            self._wal = WriteAheadLog(d.wal_dir)
+            if replay:
+                replayed = sum(1 for _ in map(self._replay, self._wal.replay(first_segment)))
+                log.info("replayed %d write-ahead log records", replayed)
+        self._refresh_gauges()
+
+    # -- reads -----------------------------------------------------------------
+
+    def view(self) -> ShardView:
+        with self._lock:
+            return self._table.view()
+
+    @property
+    def version(self) -> int:
+        return self._table.version
+
+    @property
+    def epoch(self) -> int:
+        return self._table.epoch
+
+    def sample(self, count: int, seed: int) -> tuple[Plan, ShardView]:
+        """A plan and the shard view it was drawn under (taken under one lock)."""
+        with self._timed("sample"), self._lock:
+            return self._table.sample(count, np.random.default_rng(seed)), self._table.view()
+
+    def importance(self, indices: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._table.importance(indices)
+
+    def stats(self) -> TableStats:
+        with self._lock:
+            stats = self._table.stats()
+        self.metrics.ess.set(stats.effective_sample_size)
+        return stats
+
+    # -- changes: validate + apply + log under the lock, fsync outside it -------
+
+    def update(
+        self, indices: np.ndarray, values: np.ndarray, client_id: str = "", seq: int = 0
+    ) -> bool:
+        request = (client_id, seq) if client_id else None
+        with self._timed("update"):
+            with self._lock:
+                applied = self._table.update(indices, values, request=request)
+                ticket = (
+                    self._log(_UPDATE, _encode_update(indices, values, client_id, seq))
+                    if applied
+                    else None
+                )
+                view = self._table.view()
+            self._sync(ticket)
+        if applied:
+            self.metrics.updates.inc()
+            self.metrics.updated_samples.inc(len(indices))
+        else:
+            self.metrics.duplicates.inc()
+        self._set_view_gauges(view)
+        return applied
+
+    def end_epoch(self, epoch: int, eps: float) -> bool:
+        return self._change(_END_EPOCH, "end_epoch", epoch=epoch, eps=eps)
+
+    def prune(self, threshold: float, epoch: int | None = None) -> int:
+        return self._change(_PRUNE, "prune", threshold=threshold, epoch=epoch)
+
+    def readmit(self, fraction: float, seed: int, epoch: int | None = None) -> int:
+        return self._change(_READMIT, "readmit", fraction=fraction, seed=seed, epoch=epoch)
+
+    def snapshot(self) -> str | None:
+        """Write a snapshot if anything changed since the last one; returns its path."""
+        d = self.durability
+        if not d.snapshot_uri:
+            return None
+        with self._snapshot_lock:
+            with self._lock:
+                if self._table.version == self._snapshot_version:
+                    return None
+                state = self._table.export_state()
+                if self._wal is not None:
+                    state.meta["wal_segment"] = self._wal.roll()
+            path = write_snapshot(d.snapshot_uri, state, d.storage_options)
+            self._snapshot_version = int(state.meta["version"])
+            if self._wal is not None:
+                self._wal.drop_before(int(state.meta["wal_segment"]))
+            self.metrics.snapshots.inc()
+            return path
+
+    def close(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
+
+    # -- internals -------------------------------------------------------------
+
+    def _change(self, kind: int, method: str, **kwargs: Any) -> Any:
+        with self._timed(method):
+            with self._lock:
+                result = self._apply(method, kwargs)
+                ticket = self._log(kind, json.dumps(kwargs).encode())
+            self._sync(ticket)
+        self._refresh_gauges()
+        return result
+
+    def _apply(self, method: str, kwargs: dict[str, Any]) -> Any:
+        if method == "readmit":
+            kwargs = dict(kwargs)
+            rng = np.random.default_rng(kwargs.pop("seed"))
+            return self._table.readmit(kwargs["fraction"], rng, epoch=kwargs["epoch"])
+        return getattr(self._table, method)(**kwargs)
+
+    def _replay(self, record: tuple[int, bytes]) -> None:
+        kind, payload = record
+        if kind == _UPDATE:
+            indices, values, client_id, seq = _decode_update(payload)
+            self._table.update(indices, values, request=(client_id, seq) if client_id else None)
+        else:
+            method = {_END_EPOCH: "end_epoch", _PRUNE: "prune", _READMIT: "readmit"}[kind]
+            self._apply(method, json.loads(payload))
+
+    def _log(self, kind: int, payload: bytes) -> int | None:
+        return self._wal.append(kind, payload) if self._wal is not None else None
+
+    def _sync(self, ticket: int | None) -> None:
+        if ticket is not None and self._wal is not None:
+            self._wal.sync(ticket)
+
+    @contextmanager
+    def _timed(self, method: str):  # noqa: ANN202 - a context manager
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            self.metrics.rejects.labels(reason=type(exc).__name__).inc()
+            raise
+        finally:
+            self.metrics.latency.labels(method=method).observe(time.perf_counter() - start)
+
+    def _refresh_gauges(self) -> None:
+        with self._lock:
+            view = self._table.view()
+            self.metrics.epoch.set(self._table.epoch)
+        self._set_view_gauges(view)
+
+    def _set_view_gauges(self, view: ShardView) -> None:
+        self.metrics.total_mass.set(view.total_mass)
+        self.metrics.active.set(view.active_count)
+        self.metrics.pruned.set(self.config.size - view.active_count)
+
+
+def _encode_update(indices: np.ndarray, values: np.ndarray, client_id: str, seq: int) -> bytes:
+    cid = client_id.encode()
+    idx = np.asarray(indices, dtype="<i8").tobytes()
+    return _REQUEST.pack(seq, len(cid)) + cid + struct.pack("<Q", len(idx)) + idx + np.asarray(
+        values, dtype="<f8"
+    ).tobytes()
+
+
+def _decode_update(payload: bytes) -> tuple[np.ndarray, np.ndarray, str, int]:
+    seq, cid_len = _REQUEST.unpack_from(payload)
+    pos = _REQUEST.size
+    client_id = payload[pos : pos + cid_len].decode()
+    pos += cid_len
+    (idx_len,) = struct.unpack_from("<Q", payload, pos)
+    pos += 8
+    indices = np.frombuffer(payload, dtype="<i8", count=idx_len // 8, offset=pos)
+    values = np.frombuffer(payload, dtype="<f8", offset=pos + idx_len)
+    return indices, values, client_id, seq
+

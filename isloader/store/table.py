@@ -1,0 +1,356 @@
+"""``ImportanceTable``: the paper's method for one contiguous index range.
+
+The state machine of DESIGN.md section 1, with no I/O in it:
+
+- ``q[i] >= 0`` un-normalised importance, ``seen[i]``, ``pruned[i]``;
+- sampling with replacement from ``p[i] = q[i] / sum_{j active} q[j]`` (pruned: 0)
+  through a ``SumTree`` in ``O(B log N)``;
+- weights ``w[i] = 1 / (N_active p[i])``;
+- memory update ``q[i] = a q[i] + (1 - a) q_new`` (Eq. 8), repeated indices in one
+  call averaged first, the first measurement of an unseen sample setting ``q``;
+- ``end_epoch``: ``q += eps`` on active samples (Alg. 1 line 13);
+- ``prune(threshold)``: seen, active samples with ``q <= threshold`` (Alg. 2);
+- ``readmit``: a random share of pruned samples back at the active mean q.
+
+Before the initialization epoch has measured a sample it holds ``initial_q``
+(default 1.0), so ``sample`` is always defined and draws unseen samples uniformly
+among themselves; the pipeline serves epoch 0 as a plain shuffled pass (Alg. 3), so
+in normal operation no importance draw happens before ``stats().ready``. Unseen
+samples are never pruned.
+
+Every mutating call validates first and changes nothing on error. The table is not
+thread-safe; the store server and ``LocalStore`` hold a lock around it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from isloader.errors import (
+    IndexOutOfRangeError,
+    InvalidArgumentError,
+    SnapshotError,
+    SnapshotMismatchError,
+)
+from isloader.store.records import Plan, ShardView, TableState, TableStats
+from isloader.store.requests import RequestLog
+from isloader.store.snapshot import read_latest_snapshot, write_snapshot
+from isloader.store.sumtree import SumTree
+
+__all__ = ["TableConfig", "ImportanceTable", "prune_threshold", "STATE_FORMAT"]
+
+STATE_FORMAT = 1
+_HISTOGRAM_BINS = 20
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """One table's fixed settings.
+
+    Args:
+        start, stop: the global index range ``[start, stop)`` this table owns.
+        alpha: EMA memory ``a`` in ``[0, 1)`` of Eq. 8 (the paper uses 0.0-0.3).
+        initial_q: importance of a sample before its first measurement.
+    """
+
+    start: int
+    stop: int
+    alpha: float = 0.0
+    initial_q: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.stop:
+            raise InvalidArgumentError(f"need 0 <= start < stop, got [{self.start}, {self.stop})")
+        if not 0.0 <= self.alpha < 1.0:
+            raise InvalidArgumentError(f"alpha must be in [0, 1), got {self.alpha}")
+        if not (math.isfinite(self.initial_q) and self.initial_q > 0):
+            raise InvalidArgumentError(f"initial_q must be finite and > 0, got {self.initial_q}")
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def prune_threshold(total_mass: float, active_count: int, k: float) -> float:
+    """Alg. 2's global threshold ``sum(q_active) / (K * N_active)``; larger K prunes less."""
+    if not (math.isfinite(k) and k > 0):
+        raise InvalidArgumentError(f"prune K must be finite and > 0, got {k}")
+    return total_mass / (k * active_count) if active_count else 0.0
+
+
+def _check_values(name: str, values: np.ndarray) -> None:
+    if values.size and not np.isfinite(values).all():
+        raise InvalidArgumentError(f"{name} contains NaN or infinity")
+    if values.size and (values < 0).any():
+        raise InvalidArgumentError(f"{name} contains negative values (min {values.min()})")
+
+
+class ImportanceTable:
+    """Importance, seen and pruned flags for ``config.size`` samples (18 bytes each)."""
+
+    def __init__(self, config: TableConfig, *, request_window: int = 65536) -> None:
+        self.config = config
+        n = config.size
+        self._q = np.full(n, config.initial_q, dtype=np.float64)
+        self._seen = np.zeros(n, dtype=np.bool_)
+        self._pruned = np.zeros(n, dtype=np.bool_)
+        self._tree = SumTree(n)
+        self._requests = RequestLog(request_window)
+        self._active = n
+        self._seen_count = 0
+        self._epoch = 0  # number of completed epochs
+        self._last_prune_epoch = -1
+        self._last_readmit_epoch = -1
+        self._version = 0
+        self._changes_since_build = 0
+        self._rebuild()
+
+    # -- views -------------------------------------------------------------
+
+    @property
+    def start(self) -> int:
+        return self.config.start
+
+    @property
+    def stop(self) -> int:
+        return self.config.stop
+
+    @property
+    def version(self) -> int:
+        """Incremented by every change; with the seed it fixes what ``sample`` draws."""
+        return self._version
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def nbytes(self) -> int:
+        return self._q.nbytes + self._seen.nbytes + self._pruned.nbytes + self._tree.nbytes
+
+    def view(self) -> ShardView:
+        return ShardView(self._tree.total(), self._active)
+
+    def importance(self, indices: np.ndarray) -> np.ndarray:
+        """Current ``q`` at global ``indices`` (a copy)."""
+        return self._q[self._local(indices)].copy()
+
+    # -- the method ----------------------------------------------------------
+
+    def update(
+        self,
+        indices: np.ndarray,
+        values: np.ndarray,
+        *,
+        request: tuple[str, int] | None = None,
+    ) -> bool:
+        """Eq. 8 for each distinct index; returns False for an already applied request."""
+        local = self._local(indices)
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 1 or len(values) != len(local):
+            raise InvalidArgumentError(
+                f"indices and values differ in length ({len(local)} != {values.size})"
+            )
+        _check_values("values", values)
+        if request is not None and self._requests.applied(*request):
+            return False
+        if local.size:
+            uniq, inverse = np.unique(local, return_inverse=True)
+            mean = np.bincount(inverse, weights=values) / np.bincount(inverse)
+            old = self._q[uniq]
+            was_seen = self._seen[uniq]
+            a = self.config.alpha
+            new = np.where(was_seen, a * old + (1.0 - a) * mean, mean)
+            self._q[uniq] = new
+            self._seen[uniq] = True
+            self._seen_count += int(uniq.size - was_seen.sum())
+            live = ~self._pruned[uniq]
+            self._tree.add(uniq[live], (new - old)[live])
+            self._changes_since_build += int(uniq.size)
+            if self._changes_since_build > max(self.config.size, 1 << 20):
+                self._rebuild()
+        if request is not None:
+            self._requests.record(*request)
+        self._version += 1
+        return True
+
+    def sample(self, count: int, rng: np.random.Generator) -> Plan:
+        """Draw ``count`` global indices with replacement from ``p = q / sum(q_active)``."""
+        if count < 0:
+            raise InvalidArgumentError(f"sample count must be >= 0, got {count}")
+        if count == 0:
+            empty = np.zeros(0)
+            return Plan(np.zeros(0, dtype=np.int64), empty, empty)
+        total, active = self.view()
+        if not (active and total > 0):
+            raise InvalidArgumentError(
+                f"table [{self.start}, {self.stop}) has no sampling mass "
+                f"(active={active}, total={total}); call end_epoch with eps > 0"
+            )
+        local = self._tree.find(rng.random(count) * total)
+        # Rounding at the top of the range can land on a zero-mass leaf: redraw those.
+        for _ in range(16):
+            bad = (self._q[local] <= 0) | self._pruned[local]
+            if not bad.any():
+                break
+            local[bad] = self._tree.find(rng.random(int(bad.sum())) * total)
+        p = self._q[local] / total
+        return Plan(local + self.start, p, 1.0 / (active * p))
+
+    def end_epoch(self, epoch: int, eps: float) -> bool:
+        """Alg. 1 line 13, once per epoch number: ``q += eps`` on every active sample."""
+        if not (math.isfinite(eps) and eps >= 0):
+            raise InvalidArgumentError(f"eps must be finite and >= 0, got {eps}")
+        if epoch < 0:
+            raise InvalidArgumentError(f"epoch must be >= 0, got {epoch}")
+        if epoch < self._epoch:
+            return False
+        if eps:
+            self._q[~self._pruned] += eps
+            self._rebuild()
+        self._epoch = epoch + 1
+        self._version += 1
+        return True
+
+    def prune(self, threshold: float, *, epoch: int | None = None) -> int:
+        """Alg. 2: prune seen, active samples with ``q <= threshold``; returns how many.
+
+        With ``epoch`` the call is applied once per epoch number (ranks may all call it).
+        """
+        if not (math.isfinite(threshold) and threshold >= 0):
+            raise InvalidArgumentError(f"threshold must be finite and >= 0, got {threshold}")
+        if epoch is not None and epoch <= self._last_prune_epoch:
+            return 0
+        newly = self._seen & ~self._pruned & (self._q <= threshold)
+        count = int(newly.sum())
+        self._pruned |= newly
+        self._active -= count
+        if epoch is not None:
+            self._last_prune_epoch = epoch
+        if count:
+            self._rebuild()
+        self._version += 1
+        return count
+
+    def readmit(
+        self, fraction: float, rng: np.random.Generator, *, epoch: int | None = None
+    ) -> int:
+        """Put ``round(fraction * pruned)`` random pruned samples back, unseen, at the active
+        mean q, so the next pass measures them afresh; returns how many."""
+        if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+            raise InvalidArgumentError(f"readmit fraction must be in [0, 1], got {fraction}")
+        if epoch is not None and epoch <= self._last_readmit_epoch:
+            return 0
+        candidates = np.flatnonzero(self._pruned)
+        chosen = rng.choice(candidates, size=round(fraction * candidates.size), replace=False)
+        total, active = self.view()
+        level = total / active if active and total > 0 else self.config.initial_q
+        self._pruned[chosen] = False
+        self._seen_count -= int(self._seen[chosen].sum())
+        self._seen[chosen] = False
+        self._q[chosen] = level
+        self._active += int(chosen.size)
+        if epoch is not None:
+            self._last_readmit_epoch = epoch
+        if chosen.size:
+            self._rebuild()
+        self._version += 1
+        return int(chosen.size)
+
+    def stats(self) -> TableStats:
+        live = self._q[~self._pruned]
+        counts, edges = (
+            np.histogram(live, bins=_HISTOGRAM_BINS) if live.size else (np.zeros(0), [])
+        )
+        return TableStats(
+            num_samples=self.config.size,
+            active=self._active,
+            seen=self._seen_count,
+            pruned=self.config.size - self._active,
+            total_mass=float(live.sum()),
+            sum_sq=float(np.dot(live, live)),
+            q_min=float(live.min()) if live.size else 0.0,
+            q_max=float(live.max()) if live.size else 0.0,
+            epoch=self._epoch,
+            version=self._version,
+            histogram=tuple(int(c) for c in counts),
+            histogram_edges=tuple(float(e) for e in edges),
+        )
+
+    # -- persistence (the bytes are written by isloader.store.snapshot) --------
+
+    def export_state(self) -> TableState:
+        """A consistent copy of the whole state, cheap enough to take under a lock."""
+        return TableState(
+            q=self._q.copy(),
+            seen=self._seen.copy(),
+            pruned=self._pruned.copy(),
+            meta={
+                "format": STATE_FORMAT,
+                "config": asdict(self.config),
+                "epoch": self._epoch,
+                "last_prune_epoch": self._last_prune_epoch,
+                "last_readmit_epoch": self._last_readmit_epoch,
+                "version": self._version,
+                "requests": self._requests.to_dict(),
+            },
+        )
+
+    def load_state(self, state: TableState) -> None:
+        """Replace the state with ``state``; a snapshot of another config is an error."""
+        meta = state.meta
+        if meta.get("format") != STATE_FORMAT:
+            raise SnapshotMismatchError(f"snapshot format {meta.get('format')} != {STATE_FORMAT}")
+        if meta.get("config") != asdict(self.config):
+            raise SnapshotMismatchError(
+                f"snapshot was taken with {meta.get('config')}, this table is {asdict(self.config)}"
+            )
+        n = self.config.size
+        if not (state.q.shape == state.seen.shape == state.pruned.shape == (n,)):
+            raise SnapshotMismatchError(f"snapshot arrays do not have {n} entries")
+        _check_values("snapshot q", state.q)
+        self._q = state.q.astype(np.float64, copy=True)
+        self._seen = state.seen.astype(np.bool_, copy=True)
+        self._pruned = state.pruned.astype(np.bool_, copy=True)
+        self._active = int(n - self._pruned.sum())
+        self._seen_count = int(self._seen.sum())
+        self._epoch = int(meta["epoch"])
+        self._last_prune_epoch = int(meta["last_prune_epoch"])
+        self._last_readmit_epoch = int(meta["last_readmit_epoch"])
+        self._version = int(meta["version"])
+        self._requests = RequestLog.from_dict(meta["requests"], self._requests._window)
+        self._rebuild()
+
+    def snapshot(self, uri: str, storage_options: dict | None = None) -> str:
+        """Write a snapshot under directory ``uri`` (any fsspec URI); returns its path."""
+        return write_snapshot(uri, self.export_state(), storage_options)
+
+    def restore(self, uri: str, storage_options: dict | None = None) -> None:
+        """Load the newest complete snapshot under ``uri``."""
+        state = read_latest_snapshot(uri, storage_options)
+        if state is None:
+            raise SnapshotError(f"{uri}: no complete snapshot found")
+        self.load_state(state)
+
+    # -- internals -----------------------------------------------------------
+
+    def _local(self, indices: np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices)
+        if idx.ndim != 1:
+            raise InvalidArgumentError(f"indices must be one-dimensional, got shape {idx.shape}")
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            raise InvalidArgumentError(f"indices must be integers, got dtype {idx.dtype}")
+        idx = idx.astype(np.int64, copy=False)
+        if idx.size and (idx.min() < self.start or idx.max() >= self.stop):
+            bad = idx[(idx < self.start) | (idx >= self.stop)][0]
+            raise IndexOutOfRangeError(
+                f"index {bad} is outside this table's range [{self.start}, {self.stop})"
+            )
+        return idx - self.start
+
+    def _rebuild(self) -> None:
+        self._tree.build(np.where(self._pruned, 0.0, self._q))
+        self._changes_since_build = 0
