@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -77,7 +77,7 @@ class _Shard:
     channel: grpc.Channel
     start: int = 0
     stop: int = 0
-    view: ShardView = ShardView(0.0, 0)
+    view: ShardView = field(default_factory=lambda: ShardView(0.0, 0))
 
 
 class StoreClient:
@@ -256,7 +256,9 @@ class StoreClient:
     # -- epoch-level operations --------------------------------------------------
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
-        replies = self._all(self._shards, "EndEpoch", lambda s: pb.EndEpochRequest(epoch=epoch, eps=eps))
+        replies = self._all(
+            self._shards, "EndEpoch", lambda s: pb.EndEpochRequest(epoch=epoch, eps=eps)
+        )
         return any(r.applied for r in replies)
 
     def prune(self, k: float, *, epoch: int | None = None) -> int:

@@ -30,7 +30,7 @@ class RequestLog:
         self._clients[client_id] = (high, recent)
 
     def to_dict(self) -> dict[str, list[int]]:
-        return {c: sorted(recent) + [high] for c, (high, recent) in self._clients.items()}
+        return {c: [*sorted(recent), high] for c, (high, recent) in self._clients.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, list[int]], window: int = 65536) -> RequestLog:

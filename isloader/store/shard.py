@@ -64,7 +64,9 @@ class StoreShard:
                 self._table.load_state(state)
                 self._snapshot_version = self._table.version
                 first_segment = int(state.meta.get("wal_segment", 0))
-                log.info("restored snapshot version %d from %s", self._table.version, d.snapshot_uri)
+                log.info(
+                    "restored snapshot version %d from %s", self._table.version, d.snapshot_uri
+                )
         if d.wal_dir:
             self._wal = WriteAheadLog(d.wal_dir)
             if replay:
@@ -192,7 +194,7 @@ class StoreShard:
             self._wal.sync(ticket)
 
     @contextmanager
-    def _timed(self, method: str):  # noqa: ANN202 - a context manager
+    def _timed(self, method: str):
         start = time.perf_counter()
         try:
             yield
@@ -217,9 +219,13 @@ class StoreShard:
 def _encode_update(indices: np.ndarray, values: np.ndarray, client_id: str, seq: int) -> bytes:
     cid = client_id.encode()
     idx = np.asarray(indices, dtype="<i8").tobytes()
-    return _REQUEST.pack(seq, len(cid)) + cid + struct.pack("<Q", len(idx)) + idx + np.asarray(
-        values, dtype="<f8"
-    ).tobytes()
+    return (
+        _REQUEST.pack(seq, len(cid))
+        + cid
+        + struct.pack("<Q", len(idx))
+        + idx
+        + np.asarray(values, dtype="<f8").tobytes()
+    )
 
 
 def _decode_update(payload: bytes) -> tuple[np.ndarray, np.ndarray, str, int]:
@@ -232,4 +238,3 @@ def _decode_update(payload: bytes) -> tuple[np.ndarray, np.ndarray, str, int]:
     indices = np.frombuffer(payload, dtype="<i8", count=idx_len // 8, offset=pos)
     values = np.frombuffer(payload, dtype="<f8", offset=pos + idx_len)
     return indices, values, client_id, seq
-

@@ -262,9 +262,7 @@ class ImportanceTable:
 
     def stats(self) -> TableStats:
         live = self._q[~self._pruned]
-        counts, edges = (
-            np.histogram(live, bins=_HISTOGRAM_BINS) if live.size else (np.zeros(0), [])
-        )
+        counts, edges = np.histogram(live, bins=_HISTOGRAM_BINS) if live.size else (np.zeros(0), [])
         return TableStats(
             num_samples=self.config.size,
             active=self._active,

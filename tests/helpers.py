@@ -1,0 +1,98 @@
+"""Shared test machinery: real store server processes and statistics helpers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+_LISTENING = re.compile(r"listening on (\S+)")
+
+
+class StoreProcess:
+    """``isloader store serve`` as a child process on an ephemeral port."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.args = list(args)
+        self.env = env
+        self.proc: subprocess.Popen[str] | None = None
+        self.address = ""
+        self.start()
+
+    def start(self, timeout: float = 60.0) -> StoreProcess:
+        full_env = {**os.environ, **(self.env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "isloader.cli", "store", "serve", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=full_env,
+        )
+        deadline = time.monotonic() + timeout
+        lines = []
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.address = match.group(1)
+                return self
+        self.proc.kill()
+        raise RuntimeError("store process did not start:\n" + "".join(lines))
+
+    def kill(self) -> None:
+        """SIGKILL: no snapshot, no flush."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        """SIGTERM: the server snapshots and exits."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def start_shards(
+    num_samples: int, num_shards: int, extra: Sequence[str] = (), per_shard_dir: Path | None = None
+) -> list[StoreProcess]:
+    procs = []
+    try:
+        for s in range(num_shards):
+            args = [
+                "--num-samples", str(num_samples), "--shard", str(s),
+                "--num-shards", str(num_shards), "--port", "0", *extra,
+            ]  # fmt: skip
+            if per_shard_dir is not None:
+                args += ["--wal-dir", str(per_shard_dir / f"shard-{s}")]
+            procs.append(StoreProcess(args))
+    except Exception:
+        for p in procs:
+            p.stop()
+        raise
+    return procs
+
+
+def chi_square_pvalue(drawn: np.ndarray, probabilities: np.ndarray) -> float:
+    """p-value of the draws against the exact distribution (cells with p=0 must be empty)."""
+    counts = np.bincount(drawn, minlength=len(probabilities))
+    zero = probabilities == 0
+    assert counts[zero].sum() == 0, "drew an index whose probability is 0"
+    expected = probabilities[~zero] * len(drawn)
+    return float(stats.chisquare(counts[~zero], expected).pvalue)

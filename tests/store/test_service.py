@@ -1,0 +1,247 @@
+"""The store as a service: real ``isloader store serve`` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from isloader._proto import store_pb2 as pb
+from isloader._proto import store_pb2_grpc
+from isloader.errors import AuthenticationError, StoreUnavailableError
+from isloader.store.client import StoreClient, TlsConfig
+from tests.helpers import StoreProcess, chi_square_pvalue, start_shards
+from tests.store.certs import write_certs
+
+N = 120
+
+
+@pytest.fixture()
+def three_shards():
+    procs = start_shards(N, 3)
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+def test_three_shard_processes_sample_the_exact_global_distribution(three_shards) -> None:
+    with StoreClient([p.address for p in three_shards]) as client:
+        q = np.random.default_rng(0).gamma(0.5, 1.0, N)
+        client.update(np.arange(N), q)
+        plan = client.sample(150_000, seed=11)
+        assert chi_square_pvalue(plan.indices, q / q.sum()) > 1e-3
+        np.testing.assert_allclose(plan.weights, q.sum() / (N * q[plan.indices]), rtol=1e-9)
+
+        pruned = q <= q.sum() / (1.5 * N)
+        assert client.prune(1.5, epoch=1) == pruned.sum()
+        live = np.where(pruned, 0.0, q)
+        plan = client.sample(150_000, seed=12)
+        assert chi_square_pvalue(plan.indices, live / live.sum()) > 1e-3
+        n_active = N - pruned.sum()
+        np.testing.assert_allclose(plan.weights, live.sum() / (n_active * q[plan.indices]))
+
+        back = client.readmit(0.5, seed=1, epoch=1)
+        current = client.lookup(np.arange(N))
+        active = client.stats().active
+        assert active == n_active + back
+        plan = client.sample(150_000, seed=13)
+        # Readmitted samples carry their shard's active mean; the rest keep q.
+        readmitted = pruned & ~np.isclose(current, q)
+        assert readmitted.sum() <= back
+        in_plan = np.unique(plan.indices)
+        assert np.isin(np.flatnonzero(~pruned), in_plan).all()
+
+
+def _stub(address: str) -> tuple[grpc.Channel, store_pb2_grpc.ImportanceStoreStub]:
+    channel = grpc.insecure_channel(address)
+    return channel, store_pb2_grpc.ImportanceStoreStub(channel)
+
+
+def _raw(idx, dtype="<i8") -> bytes:
+    return np.asarray(idx, dtype=dtype).tobytes()
+
+
+@pytest.fixture(scope="module")
+def small_limit_shard():
+    proc = StoreProcess(["--num-samples", "100", "--port", "0", "--max-message-mb", "0.01"])
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.parametrize(
+    ("indices", "values", "code"),
+    [
+        (_raw([1, 2]), _raw([1.0, np.nan], "<f8"), grpc.StatusCode.INVALID_ARGUMENT),
+        (_raw([1, 2]), _raw([1.0, np.inf], "<f8"), grpc.StatusCode.INVALID_ARGUMENT),
+        (_raw([1, 2]), _raw([1.0, -1.0], "<f8"), grpc.StatusCode.INVALID_ARGUMENT),
+        (_raw([1, 2]), _raw([1.0], "<f8"), grpc.StatusCode.INVALID_ARGUMENT),
+        (_raw([1, 2])[:-3], _raw([1.0, 1.0], "<f8"), grpc.StatusCode.INVALID_ARGUMENT),
+        (_raw([1, 100]), _raw([1.0, 1.0], "<f8"), grpc.StatusCode.OUT_OF_RANGE),
+        (
+            _raw(np.arange(2000) % 100),
+            _raw(np.ones(2000), "<f8"),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ),
+    ],
+)
+def test_bad_input_over_the_wire(small_limit_shard, indices, values, code) -> None:
+    channel, stub = _stub(small_limit_shard.address)
+    before = stub.Stats(pb.StatsRequest())
+    q_before = stub.Lookup(pb.LookupRequest(indices=_raw(np.arange(100)))).q
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Update(pb.UpdateRequest(indices=indices, values=values, client_id="t", seq=1))
+    assert info.value.code() == code
+    assert info.value.details()  # says what was wrong
+    assert stub.Stats(pb.StatsRequest()) == before
+    assert stub.Lookup(pb.LookupRequest(indices=_raw(np.arange(100)))).q == q_before
+    channel.close()
+
+
+def test_retried_update_is_applied_once_and_health_and_metrics_serve(tmp_path) -> None:
+    proc = StoreProcess(
+        ["--num-samples", "10", "--port", "0", "--alpha", "0.5", "--metrics-port", "0"]
+    )
+    try:
+        channel, stub = _stub(proc.address)
+        request = pb.UpdateRequest(
+            indices=_raw([4]), values=_raw([2.0], "<f8"), client_id="trainer-0", seq=41
+        )
+        assert stub.Update(request).applied
+        assert not stub.Update(request).applied  # the retry
+        q = np.frombuffer(stub.Lookup(pb.LookupRequest(indices=_raw([4]))).q)
+        assert q[0] == 2.0
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="isloader.v1.ImportanceStore"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        channel.close()
+    finally:
+        proc.stop()
+
+
+def test_metrics_endpoint_exports_store_gauges() -> None:
+    from isloader.config import StoreSettings
+    from isloader.store.server import StoreServer
+
+    server = StoreServer(StoreSettings(num_samples=10, port=0, metrics_port=0)).start()
+    try:
+        with StoreClient([server.address]) as client:
+            client.update(np.arange(10), np.ones(10))
+            client.prune(0.5)  # threshold 2.0 > every q = 1.0
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read()
+        text = text.decode()
+        assert "isloader_updates_total 1.0" in text
+        assert "isloader_active_samples 0.0" in text
+        assert 'isloader_rpc_seconds_count{method="update"} 1.0' in text
+    finally:
+        server.stop(grace=0)
+
+
+def test_token_is_required_when_configured(tmp_path) -> None:
+    (tmp_path / "token").write_text("s3cret\n")
+    proc = StoreProcess(
+        ["--num-samples", "10", "--port", "0", "--token-file", str(tmp_path / "token")]
+    )
+    try:
+        with pytest.raises(AuthenticationError, match="bearer token"):
+            StoreClient([proc.address], retries=1)
+        with pytest.raises(AuthenticationError):
+            StoreClient([proc.address], token="wrong", retries=1)
+        with StoreClient([proc.address], token="s3cret") as client:
+            client.update(np.arange(10), np.ones(10))
+            assert client.stats().seen == 10
+        channel = grpc.insecure_channel(proc.address)  # health stays open for probes
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        channel.close()
+    finally:
+        proc.stop()
+
+
+def test_tls_and_mutual_tls(tmp_path) -> None:
+    certs = write_certs(tmp_path)
+    server_tls = ["--tls-cert", certs["server"], "--tls-key", certs["server_key"]]
+    proc = StoreProcess(["--num-samples", "10", "--port", "0", *server_tls])
+    try:
+        with StoreClient([proc.address], tls=TlsConfig(certs["ca"])) as client:
+            assert client.stats().num_samples == 10
+        with pytest.raises(StoreUnavailableError):
+            StoreClient([proc.address], retries=1, timeout=2)  # plaintext to a TLS port
+    finally:
+        proc.stop()
+    proc = StoreProcess(
+        ["--num-samples", "10", "--port", "0", *server_tls, "--tls-client-ca", certs["ca"]]
+    )
+    try:
+        mtls = TlsConfig(certs["ca"], client_cert=certs["client"], client_key=certs["client_key"])
+        with StoreClient([proc.address], tls=mtls) as client:
+            assert client.stats().num_samples == 10
+        with pytest.raises(StoreUnavailableError):
+            StoreClient([proc.address], tls=TlsConfig(certs["ca"]), retries=1, timeout=2)
+    finally:
+        proc.stop()
+
+
+def test_kill_9_loses_no_acknowledged_update(tmp_path) -> None:
+    n = 400
+    args = ["--range", f"0:{n}", "--port", "0", "--wal-dir", str(tmp_path / "wal")]
+    proc = StoreProcess(args)
+    acknowledged = np.full(n, 1.0)  # initial_q
+    in_flight: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    stop = threading.Event()
+
+    def stream() -> None:
+        client = StoreClient([proc.address], retries=1, timeout=2)
+        rng = np.random.default_rng(0)
+        for step in range(100_000):
+            idx = (np.arange(20) + 20 * step) % n  # alpha=0: last write wins
+            vals = rng.random(20)
+            in_flight["update"] = (idx, vals)
+            try:
+                client.update(idx, vals)
+            except Exception:
+                return
+            acknowledged[idx] = vals
+            if step == 200:
+                stop.set()
+
+    writer = threading.Thread(target=stream)
+    writer.start()
+    assert stop.wait(60)
+    proc.kill()
+    writer.join(30)
+    proc.start()
+    try:
+        with StoreClient([proc.address]) as client:
+            restored = client.lookup(np.arange(n))
+        idx, vals = in_flight["update"]
+        maybe = acknowledged.copy()
+        maybe[idx] = vals  # the unacknowledged last update may or may not be durable
+        assert np.array_equal(restored, acknowledged) or np.array_equal(restored, maybe)
+    finally:
+        proc.stop()
+
+
+def test_sigterm_writes_a_snapshot_that_the_restart_restores(tmp_path) -> None:
+    args = ["--num-samples", "50", "--port", "0", "--snapshot-uri", str(tmp_path / "snap")]
+    proc = StoreProcess(args, env={"ISLOADER_ALPHA": "0.25"})
+    q = np.random.default_rng(5).random(50)
+    with StoreClient([proc.address]) as client:
+        client.update(np.arange(50), q)
+        client.end_epoch(0, 0.5)
+    assert proc.terminate() == 0
+    proc.start()
+    try:
+        with StoreClient([proc.address]) as client:
+            np.testing.assert_allclose(client.lookup(np.arange(50)), q + 0.5)
+            assert client.stats().epoch == 1
+    finally:
+        proc.stop()
+
+
+def test_unreachable_shard_is_named() -> None:
+    with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1 unreachable"):
+        StoreClient(["127.0.0.1:1"], retries=2, timeout=0.5)
