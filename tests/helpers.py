@@ -96,3 +96,19 @@ def chi_square_pvalue(drawn: np.ndarray, probabilities: np.ndarray) -> float:
     assert counts[zero].sum() == 0, "drew an index whose probability is 0"
     expected = probabilities[~zero] * len(drawn)
     return float(stats.chisquare(counts[~zero], expected).pvalue)
+
+
+def in_order_leaves(n: int) -> np.ndarray:
+    """Leaf positions of a heap-layout tree over ``n`` leaves, left to right."""
+    order, stack, node = [], [], 1
+    while stack or node:
+        while node:
+            stack.append(node)
+            node = 2 * node if node < n else 0
+        node = stack.pop()
+        if node >= n:
+            order.append(node - n)
+            node = 0
+        else:
+            node = 2 * node + 1
+    return np.array(order, dtype=np.int64)

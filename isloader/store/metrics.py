@@ -1,18 +1,46 @@
-"""Prometheus metrics of one store shard, in a registry of its own."""
+"""Prometheus metrics of one store shard, in a registry of its own.
+
+Counters and latency histograms are updated per call; the state gauges (mass,
+active, pruned, epoch) are read from the shard when Prometheus scrapes, so they
+cost nothing on the request path.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["ShardMetrics"]
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 
+StateReader = Callable[[], dict[str, float]]
+
+_GAUGES = {
+    "total_mass": "Sum of active q",
+    "active_samples": "Active (non-pruned) samples",
+    "pruned_samples": "Pruned samples",
+    "epoch": "Completed epochs",
+}
+
+
+class _StateCollector(Collector):
+    def __init__(self, read: StateReader) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._read()
+        for name, doc in _GAUGES.items():
+            yield GaugeMetricFamily(f"isloader_{name}", doc, value=state[name])
+
 
 class ShardMetrics:
-    """Counters, latency histograms and state gauges; gauges are set after each change."""
+    """Request counters and latencies, plus scrape-time state gauges from ``read_state``."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_state: StateReader) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.updates = Counter("isloader_updates", "Applied update requests", registry=r)
@@ -28,11 +56,8 @@ class ShardMetrics:
         self.latency = Histogram(
             "isloader_rpc_seconds", "RPC latency", ["method"], buckets=_LATENCY_BUCKETS, registry=r
         )
-        self.total_mass = Gauge("isloader_total_mass", "Sum of active q", registry=r)
-        self.active = Gauge("isloader_active_samples", "Active (non-pruned) samples", registry=r)
-        self.pruned = Gauge("isloader_pruned_samples", "Pruned samples", registry=r)
         self.ess = Gauge(
             "isloader_effective_sample_size", "(sum q)^2 / sum q^2 at the last stats", registry=r
         )
-        self.epoch = Gauge("isloader_epoch", "Completed epochs", registry=r)
         self.snapshots = Counter("isloader_snapshots", "Snapshots written", registry=r)
+        r.register(_StateCollector(read_state))

@@ -50,7 +50,7 @@ class StoreShard:
     ) -> None:
         self.config = config
         self.durability = durability or Durability()
-        self.metrics = ShardMetrics()
+        self.metrics = ShardMetrics(self._state_gauges)
         self._table = ImportanceTable(config)
         self._lock = threading.Lock()
         self._snapshot_lock = threading.Lock()
@@ -72,7 +72,6 @@ class StoreShard:
             if replay:
                 replayed = sum(1 for _ in map(self._replay, self._wal.replay(first_segment)))
                 log.info("replayed %d write-ahead log records", replayed)
-        self._refresh_gauges()
 
     # -- reads -----------------------------------------------------------------
 
@@ -117,14 +116,12 @@ class StoreShard:
                     if applied
                     else None
                 )
-                view = self._table.view()
             self._sync(ticket)
         if applied:
             self.metrics.updates.inc()
             self.metrics.updated_samples.inc(len(indices))
         else:
             self.metrics.duplicates.inc()
-        self._set_view_gauges(view)
         return applied
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
@@ -167,7 +164,6 @@ class StoreShard:
                 result = self._apply(method, kwargs)
                 ticket = self._log(kind, json.dumps(kwargs).encode())
             self._sync(ticket)
-        self._refresh_gauges()
         return result
 
     def _apply(self, method: str, kwargs: dict[str, Any]) -> Any:
@@ -204,16 +200,16 @@ class StoreShard:
         finally:
             self.metrics.latency.labels(method=method).observe(time.perf_counter() - start)
 
-    def _refresh_gauges(self) -> None:
+    def _state_gauges(self) -> dict[str, float]:
         with self._lock:
-            view = self._table.view()
-            self.metrics.epoch.set(self._table.epoch)
-        self._set_view_gauges(view)
-
-    def _set_view_gauges(self, view: ShardView) -> None:
-        self.metrics.total_mass.set(view.total_mass)
-        self.metrics.active.set(view.active_count)
-        self.metrics.pruned.set(self.config.size - view.active_count)
+            total, active = self._table.view()
+            epoch = self._table.epoch
+        return {
+            "total_mass": total,
+            "active_samples": active,
+            "pruned_samples": self.config.size - active,
+            "epoch": epoch,
+        }
 
 
 def _encode_update(indices: np.ndarray, values: np.ndarray, client_id: str, seq: int) -> bytes:

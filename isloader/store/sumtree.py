@@ -1,12 +1,16 @@
 """A sum tree over non-negative float64 leaves, vectorised over batches.
 
-Sampling ``i`` with probability ``P(i) = m_i / sum_j m_j`` is a prefix-sum search:
-draw ``u ~ U[0, total)`` and find the first leaf whose inclusive prefix sum exceeds
-``u``. The tree is a Fenwick (binary indexed) tree: ``n + 1`` float64 cells, 8 bytes
-per leaf, ``O(log n)`` per search and per leaf update, every step a numpy operation
-over the whole batch. It stores prefix sums only; the leaves themselves live with
-the caller (``ImportanceTable`` keeps ``q``), which is what keeps the table at
-18 bytes per sample.
+Sampling ``i`` with probability ``P(i) = m_i / sum_j m_j`` is a descent from the root:
+draw ``u ~ U[0, total)``, go left while ``u`` falls under the left child's sum, else
+subtract it and go right. The tree uses the heap layout over ``n`` leaves for any
+``n``: node ``k`` has children ``2k`` and ``2k+1``, internal nodes are ``1..n-1``
+and the leaves are nodes ``n..2n-1`` (16 bytes per leaf in all). Leaves sit at two
+depths when ``n`` is not a power of two; the descent does not care.
+
+Writes are split in two so a batch of updates is cheap: the caller writes leaves
+through ``leaves`` (a view) and later calls ``refresh(positions)``, which recomputes
+every touched ancestor once per level from its two children. Recomputing instead of
+adding deltas means no floating-point drift accumulates in the tree.
 """
 
 from __future__ import annotations
@@ -17,73 +21,69 @@ __all__ = ["SumTree"]
 
 
 class SumTree:
-    """Prefix sums over ``n`` leaves; see the module docstring for the layout."""
+    """Sums over ``n`` leaves in heap layout; see the module docstring."""
 
     def __init__(self, n: int) -> None:
-        if n < 0:
-            raise ValueError(f"SumTree size must be >= 0, got {n}")
+        if n < 1:
+            raise ValueError(f"SumTree needs at least one leaf, got {n}")
         self._n = n
-        # 1-based cells 1..n; cell 0 unused; cell n+1 is an +inf sentinel, so a search
-        # step past the end (clipped onto it) never moves right.
-        self._cells = np.zeros(n + 2, dtype=np.float64)
-        self._cells[-1] = np.inf
-        self._top = 1 << (n.bit_length() - 1) if n else 0
+        self._nodes = np.zeros(2 * n, dtype=np.float64)
+        self._depth = int(2 * n - 1).bit_length() - 1  # depth of the deepest leaf
 
     def __len__(self) -> int:
         return self._n
 
     @property
     def nbytes(self) -> int:
-        return self._cells.nbytes
+        return self._nodes.nbytes
 
-    def build(self, leaves: np.ndarray) -> None:
-        """Rebuild from scratch in O(n): clears accumulated floating-point drift."""
-        cells = self._cells
-        cells[0] = 0.0
-        cells[1:-1] = leaves
-        step = 1
-        while step < self._n:
-            # Cells whose lowest set bit is `step` feed cell i + step; all of a
-            # cell's inputs have a smaller lowest bit, so one pass per level is exact.
-            width = 2 * step
-            count = self._n // width
-            cells[width::width][:count] += cells[step::width][:count]
-            step = width
+    @property
+    def leaves(self) -> np.ndarray:
+        """The leaf values, writable; call ``refresh`` or ``rebuild`` after writing."""
+        return self._nodes[self._n :]
 
     def total(self) -> float:
-        """Sum of all leaves, O(log n)."""
-        total = 0.0
-        i = self._n
-        while i > 0:
-            total += self._cells[i]
-            i &= i - 1
-        return float(total)
+        """Sum of all leaves (as of the last refresh or rebuild)."""
+        return float(self._nodes[1])
 
-    def add(self, positions: np.ndarray, deltas: np.ndarray) -> None:
-        """Add ``deltas`` to the leaves at 0-based ``positions`` (repeats allowed)."""
-        i = np.asarray(positions, dtype=np.int64) + 1
-        d = np.asarray(deltas, dtype=np.float64)
-        while i.size:
-            np.add.at(self._cells, i, d)
-            i = i + (i & -i)
-            inside = i <= self._n
-            i, d = i[inside], d[inside]
+    def rebuild(self) -> None:
+        """Recompute every internal node, one vectorised step per level: O(n)."""
+        nodes = self._nodes
+        level_start = 1 << max(self._depth - 1, 0)
+        while level_start >= 1:
+            lo, hi = level_start, min(2 * level_start, self._n)
+            if lo < hi:
+                nodes[lo:hi] = nodes[2 * lo : 2 * hi : 2] + nodes[2 * lo + 1 : 2 * hi : 2]
+            level_start >>= 1
+
+    def refresh(self, positions: np.ndarray) -> None:
+        """Recompute the ancestors of the leaves at 0-based ``positions`` (any order)."""
+        nodes = np.unique(np.asarray(positions, dtype=np.int64)) + self._n
+        while nodes.size:
+            nodes >>= 1
+            # Sorted input stays sorted under >>, so duplicates are neighbours.
+            keep = np.empty(nodes.size, dtype=np.bool_)
+            keep[0] = True
+            np.not_equal(nodes[1:], nodes[:-1], out=keep[1:])
+            nodes = nodes[keep]
+            if nodes[0] == 0:
+                nodes = nodes[1:]
+            self._nodes[nodes] = self._nodes[2 * nodes] + self._nodes[2 * nodes + 1]
 
     def find(self, targets: np.ndarray) -> np.ndarray:
-        """For each target ``u`` the 0-based leaf ``i`` with ``prefix(i) <= u < prefix(i+1)``.
+        """For each ``u`` in ``[0, total)`` the 0-based leaf whose prefix interval holds it.
 
-        Results are clipped to ``n - 1``; a caller that cannot rule out rounding at
-        the very top of the range checks the returned leaves have positive mass.
+        A caller that cannot rule out rounding at the very top of the range checks the
+        returned leaves have positive mass.
         """
         remaining = np.array(targets, dtype=np.float64)
-        pos = np.zeros(remaining.shape, dtype=np.int64)
-        sentinel = self._n + 1
-        step = self._top
-        while step:
-            nxt = pos + step
-            values = self._cells[np.minimum(nxt, sentinel)]  # past the end -> +inf
-            go = values <= remaining
-            pos = np.where(go, nxt, pos)
-            remaining = np.where(go, remaining - values, remaining)
-            step >>= 1
-        return np.minimum(pos, max(self._n - 1, 0))
+        node = np.ones(remaining.shape, dtype=np.int64)
+        nodes, n = self._nodes, self._n
+        for _ in range(self._depth):
+            internal = node < n
+            left = np.where(internal, 2 * node, 0)
+            left_sum = nodes[left]
+            right = internal & (remaining >= left_sum)
+            remaining = np.where(right, remaining - left_sum, remaining)
+            node = np.where(internal, left + right, node)
+        return node - n

@@ -89,15 +89,26 @@ def _check_values(name: str, values: np.ndarray) -> None:
 
 
 class ImportanceTable:
-    """Importance, seen and pruned flags for ``config.size`` samples (18 bytes each)."""
+    """Importance, seen and pruned flags for ``config.size`` samples (18 bytes each).
+
+    ``q`` lives in the sum tree's leaves; a pruned sample's leaf is 0 (its old q is
+    not needed: readmission starts it afresh). Updates write leaves at once and
+    queue the tree refresh until something reads the tree (``sample``, the epoch
+    operations), so a stream of updates between two plan draws is refreshed in one
+    vectorised pass. The running total is kept exactly at every refresh.
+    """
 
     def __init__(self, config: TableConfig, *, request_window: int = 65536) -> None:
         self.config = config
         n = config.size
-        self._q = np.full(n, config.initial_q, dtype=np.float64)
+        self._tree = SumTree(n)
+        self._q = self._tree.leaves
+        self._q[:] = config.initial_q
         self._seen = np.zeros(n, dtype=np.bool_)
         self._pruned = np.zeros(n, dtype=np.bool_)
-        self._tree = SumTree(n)
+        self._pending: list[np.ndarray] = []
+        self._pending_count = 0
+        self._total = 0.0
         self._requests = RequestLog(request_window)
         self._active = n
         self._seen_count = 0
@@ -105,7 +116,6 @@ class ImportanceTable:
         self._last_prune_epoch = -1
         self._last_readmit_epoch = -1
         self._version = 0
-        self._changes_since_build = 0
         self._rebuild()
 
     # -- views -------------------------------------------------------------
@@ -129,10 +139,10 @@ class ImportanceTable:
 
     @property
     def nbytes(self) -> int:
-        return self._q.nbytes + self._seen.nbytes + self._pruned.nbytes + self._tree.nbytes
+        return self._tree.nbytes + self._seen.nbytes + self._pruned.nbytes  # q: the leaves
 
     def view(self) -> ShardView:
-        return ShardView(self._tree.total(), self._active)
+        return ShardView(self._total, self._active)
 
     def importance(self, indices: np.ndarray) -> np.ndarray:
         """Current ``q`` at global ``indices`` (a copy)."""
@@ -160,6 +170,8 @@ class ImportanceTable:
         if local.size:
             uniq, inverse = np.unique(local, return_inverse=True)
             mean = np.bincount(inverse, weights=values) / np.bincount(inverse)
+            live = ~self._pruned[uniq]  # reports on pruned samples change nothing
+            uniq, mean = uniq[live], mean[live]
             old = self._q[uniq]
             was_seen = self._seen[uniq]
             a = self.config.alpha
@@ -167,11 +179,11 @@ class ImportanceTable:
             self._q[uniq] = new
             self._seen[uniq] = True
             self._seen_count += int(uniq.size - was_seen.sum())
-            live = ~self._pruned[uniq]
-            self._tree.add(uniq[live], (new - old)[live])
-            self._changes_since_build += int(uniq.size)
-            if self._changes_since_build > max(self.config.size, 1 << 20):
-                self._rebuild()
+            self._total += float(np.sum(new) - np.sum(old))
+            self._pending.append(uniq)
+            self._pending_count += uniq.size
+            if self._pending_count > (1 << 18):
+                self._refresh()
         if request is not None:
             self._requests.record(*request)
         self._version += 1
@@ -184,6 +196,7 @@ class ImportanceTable:
         if count == 0:
             empty = np.zeros(0)
             return Plan(np.zeros(0, dtype=np.int64), empty, empty)
+        self._refresh()
         total, active = self.view()
         if not (active and total > 0):
             raise InvalidArgumentError(
@@ -210,7 +223,7 @@ class ImportanceTable:
             return False
         if eps:
             self._q[~self._pruned] += eps
-            self._rebuild()
+        self._rebuild()
         self._epoch = epoch + 1
         self._version += 1
         return True
@@ -227,11 +240,11 @@ class ImportanceTable:
         newly = self._seen & ~self._pruned & (self._q <= threshold)
         count = int(newly.sum())
         self._pruned |= newly
+        self._q[newly] = 0.0
         self._active -= count
         if epoch is not None:
             self._last_prune_epoch = epoch
-        if count:
-            self._rebuild()
+        self._rebuild()
         self._version += 1
         return count
 
@@ -246,6 +259,7 @@ class ImportanceTable:
             return 0
         candidates = np.flatnonzero(self._pruned)
         chosen = rng.choice(candidates, size=round(fraction * candidates.size), replace=False)
+        self._refresh()
         total, active = self.view()
         level = total / active if active and total > 0 else self.config.initial_q
         self._pruned[chosen] = False
@@ -255,8 +269,7 @@ class ImportanceTable:
         self._active += int(chosen.size)
         if epoch is not None:
             self._last_readmit_epoch = epoch
-        if chosen.size:
-            self._rebuild()
+        self._rebuild()
         self._version += 1
         return int(chosen.size)
 
@@ -310,7 +323,7 @@ class ImportanceTable:
         if not (state.q.shape == state.seen.shape == state.pruned.shape == (n,)):
             raise SnapshotMismatchError(f"snapshot arrays do not have {n} entries")
         _check_values("snapshot q", state.q)
-        self._q = state.q.astype(np.float64, copy=True)
+        self._q[:] = np.where(state.pruned, 0.0, state.q)
         self._seen = state.seen.astype(np.bool_, copy=True)
         self._pruned = state.pruned.astype(np.bool_, copy=True)
         self._active = int(n - self._pruned.sum())
@@ -349,6 +362,20 @@ class ImportanceTable:
             )
         return idx - self.start
 
+    def _refresh(self) -> None:
+        """Bring the tree up to date with the leaves written since the last refresh."""
+        if not self._pending:
+            return
+        if self._pending_count > self.config.size // 8:
+            self._rebuild()
+            return
+        self._tree.refresh(np.concatenate(self._pending))
+        self._pending.clear()
+        self._pending_count = 0
+        self._total = self._tree.total()
+
     def _rebuild(self) -> None:
-        self._tree.build(np.where(self._pruned, 0.0, self._q))
-        self._changes_since_build = 0
+        self._tree.rebuild()
+        self._pending.clear()
+        self._pending_count = 0
+        self._total = self._tree.total()

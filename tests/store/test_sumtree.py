@@ -2,39 +2,40 @@ import numpy as np
 import pytest
 
 from isloader.store.sumtree import SumTree
+from tests.helpers import in_order_leaves
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 13, 1000, 4097])
-def test_find_matches_searchsorted_on_prefix_sums(n: int) -> None:
+def test_find_matches_a_prefix_sum_search_in_leaf_order(n: int) -> None:
     rng = np.random.default_rng(n)
     leaves = rng.random(n) * (rng.random(n) > 0.3)  # some zero-mass leaves
     leaves[-1] = 0.5
     tree = SumTree(n)
-    tree.build(leaves)
+    tree.leaves[:] = leaves
+    tree.rebuild()
     assert tree.total() == pytest.approx(leaves.sum())
-    targets = rng.random(500) * leaves.sum()
-    expected = np.searchsorted(np.cumsum(leaves), targets, side="right")
+    order = in_order_leaves(n)
+    assert sorted(order) == list(range(n))
+    targets = rng.random(500) * tree.total()
+    expected = order[np.searchsorted(np.cumsum(leaves[order]), targets, side="right")]
     np.testing.assert_array_equal(tree.find(targets), expected)
 
 
-def test_add_keeps_prefix_sums_exact_with_repeated_positions() -> None:
+@pytest.mark.parametrize("n", [1, 5, 1001])
+def test_refresh_equals_a_full_rebuild(n: int) -> None:
     rng = np.random.default_rng(0)
-    n = 1001
-    leaves = rng.random(n)
     tree = SumTree(n)
-    tree.build(leaves)
-    for _ in range(50):
+    tree.leaves[:] = rng.random(n)
+    tree.rebuild()
+    for _ in range(30):
         pos = rng.integers(0, n, 64)  # repeats included
-        delta = rng.random(64) - 0.25
-        delta = np.maximum(delta, -leaves[pos] / 64)  # keep leaves >= 0
-        tree.add(pos, delta)
-        np.add.at(leaves, pos, delta)
-    targets = rng.random(300) * leaves.sum()
-    np.testing.assert_array_equal(
-        tree.find(targets), np.searchsorted(np.cumsum(leaves), targets, side="right")
-    )
-    assert tree.total() == pytest.approx(leaves.sum(), rel=1e-12)
+        tree.leaves[pos] = rng.random(64)
+        tree.refresh(pos)
+    refreshed = tree._nodes.copy()
+    tree.rebuild()
+    np.testing.assert_array_equal(refreshed, tree._nodes)  # exact: recomputed, not added
+    assert tree.total() == pytest.approx(tree.leaves.sum(), rel=1e-12)
 
 
-def test_memory_is_eight_bytes_per_leaf() -> None:
-    assert SumTree(1_000_000).nbytes == 8 * (1_000_000 + 2)
+def test_memory_is_sixteen_bytes_per_leaf_including_the_leaves() -> None:
+    assert SumTree(1_000_000).nbytes == 16 * 1_000_000

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from isloader.errors import IndexOutOfRangeError, InvalidArgumentError
 from isloader.store import ImportanceTable, TableConfig, prune_threshold
-from tests.helpers import chi_square_pvalue
+from tests.helpers import chi_square_pvalue, in_order_leaves
 
 
 def measured_table(n: int = 50, start: int = 0, alpha: float = 0.0, seed: int = 0):
@@ -91,7 +91,7 @@ def test_end_epoch_adds_eps_once_per_epoch_and_not_to_pruned() -> None:
     assert table.end_epoch(0, 0.1)
     assert not table.end_epoch(0, 0.1)  # another rank, same epoch
     state = table.export_state()
-    np.testing.assert_allclose(state.q, np.where(state.pruned, q, q + 0.1))
+    np.testing.assert_allclose(state.q, np.where(state.pruned, 0.0, q + 0.1))
     assert table.epoch == 1
 
 
@@ -228,7 +228,10 @@ def test_tree_matches_naive_reference_and_rejections_change_nothing(ops) -> None
         assert total == pytest.approx(live.sum(), rel=1e-9, abs=1e-9)
         assert active == (~state.pruned).sum()
         assert not (state.pruned & ~state.seen).any()  # unseen samples are never pruned
+        table._refresh()  # what sample() does before it searches
+        assert table._tree.total() == pytest.approx(live.sum(), rel=1e-9, abs=1e-9)
         if total > 0:
-            targets = rng.random(16) * total
-            expected = np.searchsorted(np.cumsum(live), targets, side="right")
+            order = in_order_leaves(32)
+            targets = rng.random(16) * table._tree.total()
+            expected = order[np.searchsorted(np.cumsum(live[order]), targets, side="right")]
             np.testing.assert_array_equal(table._tree.find(targets), expected)
