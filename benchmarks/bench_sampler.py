@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import report, time_calls  # noqa: E402
+from _common import report, time_calls
 
-from isloader.store import ImportanceTable, TableConfig  # noqa: E402
+from isloader.store import ImportanceTable, TableConfig
 
 
 def main() -> None:

@@ -19,13 +19,13 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import report, time_calls  # noqa: E402
+from _common import report, time_calls
 
-from isloader._proto import store_pb2 as pb  # noqa: E402
-from isloader._proto import store_pb2_grpc  # noqa: E402
-from isloader.config import StoreSettings  # noqa: E402
-from isloader.store import ImportanceTable, TableConfig  # noqa: E402
-from isloader.store.server import StoreServer  # noqa: E402
+from isloader._proto import store_pb2 as pb
+from isloader._proto import store_pb2_grpc
+from isloader.config import StoreSettings
+from isloader.store import ImportanceTable, TableConfig
+from isloader.store.server import StoreServer
 
 N = 1_000_000
 

@@ -1,0 +1,1 @@
+"""Data plane: shard catalog and random-access readers (pyarrow + fsspec only)."""

@@ -1,0 +1,159 @@
+"""Random reads against full reads, on local files and on S3 (moto on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from isloader.data.catalog import INDEX_NAME, ShardCatalog
+from isloader.data.convert import convert_parquet
+from isloader.data.reader import ShardReader
+from isloader.errors import (
+    CorruptShardError,
+    IndexOutOfRangeError,
+    InvalidArgumentError,
+    MissingShardError,
+    ShardChangedError,
+)
+from tests.data.shards import write_parquet_shards, write_webdataset_shards
+
+N = 600
+
+
+@pytest.fixture(params=["local", "s3"])
+def location(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "data"), {}
+    s3_bucket = request.getfixturevalue("s3_bucket")
+    return f"{s3_bucket[0]}/data", s3_bucket[1]
+
+
+def test_parquet_random_reads_equal_the_full_read(location) -> None:
+    uri, options = location
+    full = write_parquet_shards(uri, N, shards=4, rows_per_group=32, options=options)
+    catalog = ShardCatalog.build(uri, storage_options=options)
+    assert catalog.format == "parquet" and len(catalog) == N
+    catalog.save()
+    reader = ShardReader(ShardCatalog.load(uri, storage_options=options))
+    idx = np.random.default_rng(0).integers(0, N, 300)
+    idx[:3] = [599, 0, 599]  # repeats and both ends
+    got = reader.read(idx)
+    assert got.column("index").to_pylist() == idx.tolist()
+    assert got.drop_columns(["index"]).equals(full.take(idx))
+    only = reader.read(idx, columns=["label"])
+    assert only.column_names == ["label", "index"]
+    assert only.column("label").to_pylist() == full.column("label").take(idx).to_pylist()
+
+
+def test_parquet_reads_only_the_row_groups_it_needs(tmp_path) -> None:
+    uri = str(tmp_path / "d")
+    write_parquet_shards(uri, N, shards=2, rows_per_group=50)
+    reader = ShardReader(ShardCatalog.build(uri))
+    reader.read(np.array([0, 1, 2, 3]))  # the footer and one row group
+    first = reader.counters.requests
+    assert first == 2
+    reader.read(np.array([0, 1]))  # cached
+    assert reader.counters.requests == first
+    assert reader.counters.cache_hit_rate > 0
+    reader.read(np.array([100, 150, 160]))  # two new row groups of the same shard
+    assert reader.counters.requests == first + 2
+    size = sum(f.stat().st_size for f in (tmp_path / "d").glob("*.parquet"))
+    assert reader.counters.bytes_fetched < size
+
+
+def test_webdataset_random_reads_equal_what_was_written(location) -> None:
+    uri, options = location
+    written = write_webdataset_shards(uri, 120, shards=3, options=options)
+    catalog = ShardCatalog.build(uri, storage_options=options)
+    assert catalog.format == "webdataset" and len(catalog) == 120
+    reader = ShardReader(catalog)
+    idx = np.array([119, 0, 5, 5, 60, 61, 62])
+    got = reader.read(idx).to_pylist()
+    for row, i in zip(got, idx, strict=True):
+        assert row["__key__"] == written[i]["__key__"]
+        assert row["bin"] == written[i]["bin"]
+        assert row["cls"] == written[i]["cls"]
+        assert row["txt"] == written[i]["txt"]
+        assert row["index"] == i
+    assert reader.read(np.array([3]), columns=["cls"]).column_names == ["__key__", "cls", "index"]
+
+
+def test_index_cli_writes_the_index_beside_the_shards(tmp_path) -> None:
+    from isloader.cli import main
+
+    uri = str(tmp_path / "d")
+    write_webdataset_shards(uri, 20, shards=2)
+    assert main(["index", uri, "--format", "webdataset"]) == 0
+    assert (tmp_path / "d" / INDEX_NAME).exists()
+    assert len(ShardCatalog.load(uri)) == 20
+
+
+def test_convert_rewrites_into_small_row_groups(tmp_path) -> None:
+    src = str(tmp_path / "src")
+    full = write_parquet_shards(src, N, shards=1, rows_per_group=N)
+    catalog = convert_parquet(src, str(tmp_path / "dst"), rows_per_group=40, rows_per_shard=200)
+    assert len(catalog.shards) == 3
+    assert all(max(s.row_groups) <= 40 for s in catalog.shards)
+    idx = np.array([0, 599, 333])
+    got = ShardReader(catalog).read(idx)
+    assert got.drop_columns(["index"]).equals(full.take(idx))
+
+
+def test_changed_truncated_missing_and_corrupt_shards_are_named(tmp_path) -> None:
+    uri = str(tmp_path / "d")
+    write_parquet_shards(uri, N, shards=3, rows_per_group=50)
+    catalog = ShardCatalog.build(uri)
+    reader = ShardReader(catalog)
+    with pytest.raises(IndexOutOfRangeError):
+        reader.read(np.array([N]))
+    with pytest.raises(InvalidArgumentError, match="unknown columns"):
+        reader.read(np.array([1]), columns=["nope"])
+
+    part1 = tmp_path / "d" / "part-001.parquet"
+    part1.write_bytes(part1.read_bytes()[:-100])  # truncated after indexing
+    with pytest.raises(ShardChangedError, match="part-001.parquet") as info:
+        ShardReader(catalog).read(np.array([250]))
+    assert info.value.uri.endswith("part-001.parquet")
+
+    (tmp_path / "d" / "part-002.parquet").unlink()
+    with pytest.raises(MissingShardError, match="part-002.parquet"):
+        ShardReader(catalog).read(np.array([599]))
+
+    with pytest.raises(CorruptShardError, match="part-001.parquet"):
+        ShardCatalog.build(uri)  # re-indexing the truncated file names it too
+
+
+def test_corrupt_data_page_is_a_named_error(tmp_path) -> None:
+    uri = str(tmp_path / "d")
+    write_parquet_shards(uri, 100, shards=1, rows_per_group=50)
+    part0 = tmp_path / "d" / "part-000.parquet"
+    start = pq.read_metadata(part0).row_group(0).column(0).data_page_offset
+    data = bytearray(part0.read_bytes())
+    data[start : start + 40] = b"\xff" * 40  # garbage in a data page, footer intact
+    part0.write_bytes(bytes(data))
+    with pytest.raises(CorruptShardError, match="part-000.parquet"):
+        ShardReader(ShardCatalog.build(uri)).read(np.array([0]))
+
+
+def test_s3_shard_rewritten_after_indexing_is_detected(s3_bucket) -> None:
+    uri, options = s3_bucket
+    write_parquet_shards(f"{uri}/d", 100, shards=1, rows_per_group=10, options=options)
+    catalog = ShardCatalog.build(f"{uri}/d", storage_options=options)
+    write_parquet_shards(f"{uri}/d", 100, shards=1, rows_per_group=20, options=options)
+    with pytest.raises(ShardChangedError, match="part-000.parquet"):
+        ShardReader(catalog).read(np.array([1]))
+
+
+def test_disk_cache_serves_repeated_reads_without_fetching(tmp_path) -> None:
+    uri = str(tmp_path / "d")
+    write_parquet_shards(uri, N, shards=1, rows_per_group=50)
+    catalog = ShardCatalog.build(uri)
+    first = ShardReader(catalog, disk_cache_dir=str(tmp_path / "cache"), cache_bytes=0)
+    first.read(np.array([10, 400]))
+    second = ShardReader(catalog, disk_cache_dir=str(tmp_path / "cache"), cache_bytes=0)
+    table = second.read(np.array([10, 400]))
+    assert second.counters.bytes_fetched == 0
+    assert table.column("x").to_pylist() == [5.0, 200.0]
+    assert fsspec.filesystem("file").du(str(tmp_path / "cache")) > 0
