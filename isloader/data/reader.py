@@ -123,7 +123,7 @@ class ShardReader:
         starts, ends = np.empty(len(units), np.int64), np.empty(len(units), np.int64)
         for i, (shard, rg) in enumerate(zip(shards, groups, strict=True)):
             meta = self._footers.get(int(shard))[0]
-            names = meta.schema.names
+            names = meta.schema.to_arrow_schema().names
             if columns is not None and (unknown := set(columns) - set(names)):
                 raise InvalidArgumentError(f"unknown columns {sorted(unknown)}; have {names}")
             wanted = list(range(len(names))) if columns is None else _leaf_columns(meta, columns)

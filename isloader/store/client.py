@@ -44,7 +44,7 @@ from isloader.store.service import decode_array
 from isloader.store.status import error_for
 from isloader.store.table import prune_threshold
 
-__all__ = ["StoreClient", "TlsConfig"]
+__all__ = ["StoreClient", "StoreConnection", "TlsConfig"]
 
 _RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -68,6 +68,18 @@ class TlsConfig:
         return grpc.ssl_channel_credentials(
             read(self.ca_cert), read(self.client_key), read(self.client_cert)
         )
+
+
+@dataclass(frozen=True)
+class StoreConnection:
+    """How to reach a store: what a process other than the trainer needs to connect."""
+
+    addresses: tuple[str, ...]
+    token: str | None = None
+    tls: TlsConfig | None = None
+
+    def connect(self) -> StoreClient:
+        return StoreClient(list(self.addresses), token=self.token, tls=self.tls)
 
 
 @dataclass
@@ -145,6 +157,12 @@ class StoreClient:
     @property
     def addresses(self) -> list[str]:
         return [s.address for s in self._shards]
+
+    @property
+    def connection(self) -> StoreConnection:
+        """What a Ray read task needs to reach the same shards."""
+        _, token, tls, *_ = self._args
+        return StoreConnection(tuple(self.addresses), token, tls)
 
     # -- updates ---------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from isloader.config import StoreSettings
 from isloader.store.api import Seed, seed_sequence
+from isloader.store.client import StoreConnection
 from isloader.store.records import Plan, TableStats
 from isloader.store.shard import Durability, StoreShard
 from isloader.store.table import TableConfig, prune_threshold
@@ -98,6 +99,12 @@ class LocalStore:
             )
             self._server = StoreServer(settings, shard=self._shard).start()
         return self._server.address, self._token
+
+    @property
+    def connection(self) -> StoreConnection:
+        """This store served on 127.0.0.1 (single machine: Ray workers on this node)."""
+        address, token = self.endpoint()
+        return StoreConnection((address,), token)
 
     def close(self) -> None:
         if self._server is not None:

@@ -1,0 +1,121 @@
+"""Which rows each read task of an epoch serves: pure numpy, no Ray.
+
+Two kinds of epoch (DESIGN.md section 1):
+
+- a **streaming** pass (the initialization epoch, Alg. 3, and the uniform
+  baseline): shards in a shuffled order, each read sequentially a unit (row group
+  / tar sample) at a time, tasks of about ``window * batch_size`` rows dealt to the
+  ranks in turn; rows are shuffled inside each task (the shuffle buffer). Ranks
+  with fewer rows repeat their first rows so every rank takes the same number of
+  steps (a DDP requirement);
+- a **sampling** epoch: ``steps`` batches per rank (``N / (B * world)`` by the
+  equal-steps convention), in windows of ``window`` batches; each window is one
+  task that draws its plan from the store when it runs, seeded by
+  ``(seed, epoch, step, rank)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+__all__ = ["ReadTask", "streaming_tasks", "sampling_tasks", "skip_rows"]
+
+_STREAM = 0x57
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One read task: whole ``units``, explicit ``indices``, or ``count`` sampled rows.
+
+    ``skip`` drops that many leading rows (resuming mid-epoch); ``seed`` fixes the
+    in-task shuffle or the plan draw.
+    """
+
+    rows: int
+    seed: tuple[int, ...]
+    units: tuple[int, ...] = ()
+    indices: tuple[int, ...] = ()
+    count: int = 0
+    skip: int = 0
+    shuffle: bool = True
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def streaming_tasks(
+    unit_rows: np.ndarray,
+    unit_shard: np.ndarray,
+    unit_starts: np.ndarray,
+    *,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world: int,
+    rows_per_task: int,
+) -> list[ReadTask]:
+    """This rank's tasks of a streaming pass over every unit."""
+    rng = np.random.default_rng([seed, epoch, _STREAM])
+    shards = rng.permutation(int(unit_shard.max()) + 1 if len(unit_shard) else 0)
+    by_shard = np.argsort(unit_shard, kind="stable")
+    bounds = np.searchsorted(unit_shard[by_shard], np.arange(len(shards) + 1))
+    order = np.concatenate(
+        [by_shard[bounds[s] : bounds[s + 1]] for s in shards] or [np.zeros(0, np.int64)]
+    )
+    chunks, current, rows = [], [], 0
+    for unit in order:
+        current.append(int(unit))
+        rows += int(unit_rows[unit])
+        if rows >= rows_per_task:
+            chunks.append((tuple(current), rows))
+            current, rows = [], 0
+    if current:
+        chunks.append((tuple(current), rows))
+    per_rank = [sum(r for _, r in chunks[k::world]) for k in range(world)]
+    mine = chunks[rank::world]
+    tasks = [
+        ReadTask(rows=r, seed=(seed, epoch, i, rank), units=u) for i, (u, r) in enumerate(mine)
+    ]
+    deficit = max(per_rank) - per_rank[rank]
+    if deficit:
+        stream = np.concatenate(
+            [unit_starts[u] + np.arange(unit_rows[u]) for units, _ in mine for u in units]
+            or [np.arange(int(unit_rows.sum()))]
+        )
+        pad = tuple(int(i) for i in np.resize(stream, deficit))
+        tasks.append(ReadTask(rows=deficit, seed=(seed, epoch, len(tasks), rank), indices=pad))
+    return tasks
+
+
+def sampling_tasks(
+    *,
+    num_samples: int,
+    batch_size: int,
+    world: int,
+    window: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+    steps: int | None = None,
+) -> list[ReadTask]:
+    """This rank's plan windows of a sampling epoch."""
+    steps = steps if steps is not None else max(1, num_samples // (batch_size * world))
+    tasks = []
+    for first in range(0, steps, window):
+        count = min(window, steps - first) * batch_size
+        tasks.append(
+            ReadTask(rows=count, seed=(seed, epoch, first, rank), count=count, shuffle=False)
+        )
+    return tasks
+
+
+def skip_rows(tasks: list[ReadTask], rows: int) -> list[ReadTask]:
+    """The tasks left after the first ``rows`` rows were consumed (resuming)."""
+    out = []
+    for task in tasks:
+        if rows >= task.rows:
+            rows -= task.rows
+            continue
+        out.append(replace(task, skip=rows) if rows else task)
+        rows = 0
+    return out

@@ -1,0 +1,119 @@
+"""The loader on a real Ray pipeline with the embedded store (one process)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from isloader.data.catalog import ShardCatalog
+from isloader.pipeline import ImportanceLoader
+from isloader.store.local import LocalStore
+from tests.data.shards import write_parquet_shards
+
+N, B = 480, 32
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+@pytest.fixture()
+def dataset(tmp_path) -> str:
+    uri = str(tmp_path / "data")
+    write_parquet_shards(uri, N, shards=3, rows_per_group=20)
+    ShardCatalog.build(uri).save()
+    return uri
+
+
+def train_epoch(loader: ImportanceLoader, model: torch.nn.Module, epoch: int) -> list[np.ndarray]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    batches = []
+    for batch in loader.epoch(epoch):
+        out = model(batch["feat"])
+        loss = (batch["weight"] * F.cross_entropy(out, batch["label"], reduction="none")).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loader.report(batch["index"], out.detach(), batch["label"])
+        batches.append(batch)
+    return batches
+
+
+def test_init_epoch_sees_every_sample_then_importance_weights_follow_the_store(dataset) -> None:
+    with LocalStore(N) as store:
+        loader = ImportanceLoader(
+            dataset, store=store, batch_size=B, columns=["feat", "label"], window=3, eps=0.0
+        )
+        model = torch.nn.Linear(3, 7)
+        batches = train_epoch(loader, model, 0)
+        served = np.concatenate([b["index"].numpy() for b in batches])
+        assert sorted(served) == list(range(N))  # Alg. 3: each sample once
+        assert all(torch.all(b["weight"] == 1) for b in batches)
+        assert store.stats().seen == N
+        first = loader.history[0]
+        assert first.mode == "stream" and first.steps == N // B and first.bytes_fetched > 0
+
+        q = store.lookup(np.arange(N))
+        batches = list(loader.epoch(1))  # no reports: the store stays as it is
+        idx = np.concatenate([b["index"].numpy() for b in batches])
+        weights = np.concatenate([b["weight"].numpy() for b in batches])
+        np.testing.assert_allclose(weights, q.sum() / (N * q[idx]), rtol=1e-5)
+        assert len(batches) == N // B  # equal steps
+        for b in batches:  # the rows are the rows of those indices
+            feat = b["feat"].numpy()
+            np.testing.assert_array_equal(feat[:, 0], b["index"].numpy().astype(np.float32))
+
+
+def test_pruning_shrinks_the_active_set_and_keeps_equal_steps(dataset) -> None:
+    with LocalStore(N) as store:
+        loader = ImportanceLoader(
+            dataset, store=store, batch_size=B, columns=["feat", "label"], window=4,
+            prune_every=1, prune_k=1.0,
+        )  # fmt: skip
+        model = torch.nn.Linear(3, 7)
+        for e in range(3):
+            train_epoch(loader, model, e)
+        h = loader.history
+        assert h[0].pruned_after == 0 and h[1].pruned_after > 0
+        assert h[2].steps == h[1].steps == N // B
+        pruned = ~np.isin(np.arange(N), np.flatnonzero(store.lookup(np.arange(N)) > 0))
+        batches = list(loader.epoch(3))
+        served = np.concatenate([b["index"].numpy() for b in batches])
+        assert not np.isin(served, np.flatnonzero(pruned)).any()  # pruned rows never served
+
+
+def test_resume_mid_epoch_gives_the_same_remaining_batches(dataset) -> None:
+    with LocalStore(N) as store:
+        # eps=0: the epoch end of the first full pass leaves the sampling state alone.
+        def make() -> ImportanceLoader:
+            return ImportanceLoader(
+                dataset, store=store, batch_size=B, columns=["label"], window=2, eps=0.0
+            )
+
+        loader = make()
+        train = ImportanceLoader(dataset, store=store, batch_size=B, columns=["feat", "label"])
+        train_epoch(train, torch.nn.Linear(3, 7), 0)  # measured store state
+        full = [b["index"].numpy() for b in loader.epoch(1)]
+
+        first = make()
+        first.load_state_dict({"epoch": 1, "batches": 0, "seed": 0})
+        it = first.epoch(1)
+        head = [next(it)["index"].numpy() for _ in range(5)]
+        state = first.state_dict()
+        assert state == {"epoch": 1, "batches": 5, "seed": 0}
+
+        resumed = make()
+        resumed.load_state_dict(state)
+        tail = [b["index"].numpy() for b in resumed.epoch(1)]
+        assert len(head) + len(tail) == len(full)
+        for got, want in zip(head + tail, full, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_uniform_baseline_streams_every_epoch(dataset) -> None:
+    with LocalStore(N) as store:
+        loader = ImportanceLoader(dataset, store=store, batch_size=B, columns=["label"], sampling="uniform")
+        for e in (0, 1):
+            served = np.concatenate([b["index"].numpy() for b in loader.epoch(e)])
+            assert sorted(served) == list(range(N))
+        assert store.stats().seen == 0  # the uniform baseline measures nothing
