@@ -3,7 +3,8 @@
 One client, B indices + B values (raw little-endian bytes) per call. The echo server
 takes the same request message and answers the same response type with no work in
 between, so ``ratio = update_rps / echo_rps`` says what the store logic costs on
-top of gRPC itself. The in-process row is the table alone, on fresh random indices. Both servers run in a child process each, one at a time.
+top of gRPC itself. The in-process row is the table alone, on fresh random indices.
+Both servers run in a child process each, one at a time.
 Run: ``python benchmarks/bench_store.py [--batch 1024] [--calls 3000]``.
 """
 

@@ -277,7 +277,9 @@ class ImportanceLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed") != self.seed:
-            raise ValueError(f"state was saved with seed {state.get('seed')}, loader has {self.seed}")
+            raise ValueError(
+                f"state was saved with seed {state.get('seed')}, loader has {self.seed}"
+            )
         self._position = (int(state["epoch"]), int(state["batches"]))
 
     def close(self) -> None:

@@ -55,9 +55,7 @@ class Reporter:
         while True:
             index, q = self._queue.get()
             try:
-                self._store.update(
-                    index.cpu().numpy().astype(np.int64), q.cpu().double().numpy()
-                )
+                self._store.update(index.cpu().numpy().astype(np.int64), q.cpu().double().numpy())
             except BaseException as exc:  # surfaced by the next report() or flush()
                 self._failure = exc
             finally:

@@ -112,7 +112,9 @@ def test_resume_mid_epoch_gives_the_same_remaining_batches(dataset) -> None:
 
 def test_uniform_baseline_streams_every_epoch(dataset) -> None:
     with LocalStore(N) as store:
-        loader = ImportanceLoader(dataset, store=store, batch_size=B, columns=["label"], sampling="uniform")
+        loader = ImportanceLoader(
+            dataset, store=store, batch_size=B, columns=["label"], sampling="uniform"
+        )
         for e in (0, 1):
             served = np.concatenate([b["index"].numpy() for b in loader.epoch(e)])
             assert sorted(served) == list(range(N))
