@@ -40,6 +40,26 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
             help=f"{field.description} (env ISLOADER_{name.upper()}, default {field.default})",
         )
     serve.set_defaults(func=_cmd_store_serve)
+    health = store_sub.add_parser("health", help="exit 0 when the shard at ADDRESS is SERVING")
+    health.add_argument("address", help="host:port")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--tls-ca", default=None, help="PEM CA when the shard serves TLS")
+    health.set_defaults(func=_cmd_store_health)
+    reshard = store_sub.add_parser(
+        "reshard", help="split or merge shard snapshots into a new number of shards"
+    )
+    reshard.add_argument(
+        "--snapshot-uri",
+        action="append",
+        required=True,
+        dest="sources",
+        help="snapshot directory of an old shard (repeat for each)",
+    )
+    reshard.add_argument("--num-shards", type=int, required=True, help="the new S")
+    reshard.add_argument(
+        "--output", required=True, help="directory URI; new shard i goes to OUTPUT/shard-i"
+    )
+    reshard.set_defaults(func=_cmd_store_reshard)
 
 
 def _cmd_store_serve(args: argparse.Namespace) -> int:
@@ -55,6 +75,38 @@ def _cmd_store_serve(args: argparse.Namespace) -> int:
         print(f"isloader store serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     StoreServer(settings).serve_forever()
+    return 0
+
+
+def _cmd_store_health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    if args.tls_ca:
+        with open(args.tls_ca, "rb") as f:
+            channel = grpc.secure_channel(args.address, grpc.ssl_channel_credentials(f.read()))
+    else:
+        channel = grpc.insecure_channel(args.address)
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="isloader.v1.ImportanceStore"),
+            timeout=args.timeout,
+        )
+    except grpc.RpcError as exc:
+        print(f"{args.address}: {exc.code().name}", file=sys.stderr)
+        return 1
+    finally:
+        channel.close()
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _cmd_store_reshard(args: argparse.Namespace) -> int:
+    from isloader.store.reshard import reshard
+
+    paths = reshard(args.sources, args.num_shards, args.output)
+    print(json.dumps({"shards": paths}))
     return 0
 
 
@@ -117,6 +169,36 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _add_demo_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo-data", help="write the demo's MNIST-1D shards to DEST and index them")
+    p.add_argument("dest", help="directory URI (local, s3://, ...)")
+    p.add_argument("--train-size", type=int, default=60000)
+    p.add_argument("--test-size", type=int, default=10000)
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_demo_data)
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import fsspec
+
+    from isloader.data.catalog import ShardCatalog
+    from isloader.demo import make_mnist1d
+
+    options = _storage_options(args.storage_option)
+    with tempfile.TemporaryDirectory() as tmp:
+        local, _ = make_mnist1d(Path(tmp), args.train_size, args.test_size)
+        fs, root = fsspec.core.url_to_fs(args.dest, **options)
+        fs.makedirs(root, exist_ok=True)
+        for shard in sorted(Path(local).glob("*.parquet")):
+            fs.put_file(str(shard), f"{root.rstrip('/')}/{shard.name}")
+    catalog = ShardCatalog.build(args.dest, format="parquet", storage_options=options)
+    print(json.dumps({"index": catalog.save(), "samples": len(catalog)}))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from isloader.demo import run_demo
 
@@ -125,14 +207,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="isloader", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_store(sub)
     _add_index(sub)
     _add_convert(sub)
     _add_demo(sub)
+    _add_demo_data(sub)
     args = parser.parse_args(argv)
+    serving = args.command == "store"
+    logging.basicConfig(
+        level=logging.INFO if serving else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     return int(args.func(args) or 0)
 
 

@@ -74,3 +74,23 @@ def test_snapshot_without_marker_is_ignored_and_corrupt_one_is_named(tmp_path) -
         ImportanceTable(config).restore(str(tmp_path))
     marker = json.loads(fs.cat_file(path.replace(".npz", ".complete")))
     assert marker["version"] == table.version
+
+
+def test_reshard_three_shards_into_two_keeps_the_global_state(tmp_path) -> None:
+    from isloader.store.reshard import reshard
+
+    rng = np.random.default_rng(0)
+    bounds = [0, 30, 70, 100]
+    q = rng.random(100)
+    for i in range(3):
+        table = ImportanceTable(TableConfig(bounds[i], bounds[i + 1], alpha=0.1))
+        idx = np.arange(bounds[i], bounds[i + 1])
+        table.update(idx, q[idx])
+        table.end_epoch(0, 0.0)
+        table.snapshot(str(tmp_path / f"old-{i}"))
+    reshard([str(tmp_path / f"old-{i}") for i in (2, 0, 1)], 2, str(tmp_path / "new"))
+    for i, (start, stop) in enumerate([(0, 50), (50, 100)]):
+        table = ImportanceTable(TableConfig(start, stop, alpha=0.1))
+        table.restore(str(tmp_path / "new" / f"shard-{i}"))
+        np.testing.assert_array_equal(table.importance(np.arange(start, stop)), q[start:stop])
+        assert table.epoch == 1 and table.stats().seen == 50
