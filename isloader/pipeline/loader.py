@@ -1,7 +1,7 @@
 """``ImportanceLoader``: the importance-sampled, pruned data loader a trainer iterates.
 
 Each ``epoch(e)`` is a Ray Data dataset of read tasks (see ``plan`` and ``tasks``)
-iterated with ``iter_torch_batches``. Epoch 0 is the initialization epoch (Alg. 3)
+iterated in batches and handed over as torch tensors. Epoch 0 is the initialization epoch (Alg. 3)
 served as a streaming pass; after it every epoch samples with replacement from
 the store. At the end of an epoch the loader flushes its reports and, once for all
 ranks (rank 0, between barriers), applies ``end_epoch(eps)``, pruning every
@@ -35,8 +35,6 @@ from isloader.store.api import ImportanceStore
 
 __all__ = ["ImportanceLoader", "EpochCounters"]
 
-_BOOKKEEPING = ("__fetched", "__hits", "__lookups", "__drawn_at")
-
 
 @dataclass
 class EpochCounters:
@@ -68,6 +66,17 @@ def _distributed_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _to_torch(columns: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Numeric numpy columns as tensors sharing their memory; others stay numpy."""
+    out: dict[str, Any] = {}
+    for name, array in columns.items():
+        if array.dtype.kind in "biuf":
+            out[name] = torch.from_numpy(np.ascontiguousarray(array))
+        else:
+            out[name] = array
+    return out
 
 
 def _barrier() -> None:
@@ -224,19 +233,25 @@ class ImportanceLoader:
             self._position = (epoch, 0)
         start = time.perf_counter()
         seen = []
-        batches = self.dataset(epoch).iter_torch_batches(
-            batch_size=self.batch_size, prefetch_batches=self.prefetch_batches, drop_last=False
+        # iter_batches + torch.from_numpy (zero-copy) is several times faster here than
+        # iter_torch_batches, which re-formats every batch through Arrow.
+        batches = self.dataset(epoch).iter_batches(
+            batch_size=self.batch_size,
+            batch_format="numpy",
+            prefetch_batches=self.prefetch_batches,
+            drop_last=False,
         )
-        for batch in batches:
-            counters.bytes_fetched += float(batch.pop("__fetched").sum())
-            counters.cache_hits += float(batch.pop("__hits").sum())
-            counters.cache_lookups += float(batch.pop("__lookups").sum())
-            drawn = float(batch.pop("__drawn_at").min())
+        for columns in batches:
+            counters.bytes_fetched += float(columns.pop("__fetched").sum())
+            counters.cache_hits += float(columns.pop("__hits").sum())
+            counters.cache_lookups += float(columns.pop("__lookups").sum())
+            drawn = float(columns.pop("__drawn_at").min())
             stale = len(self._report_times) - bisect.bisect_right(self._report_times, drawn)
             counters.max_plan_staleness = max(counters.max_plan_staleness, stale)
+            batch = _to_torch(columns)
             counters.steps += 1
             counters.samples += len(batch["index"])
-            seen.append(batch["index"].numpy())
+            seen.append(columns["index"])
             self._position = (epoch, self._position[1] + 1)
             yield batch
         self._finish_epoch(epoch, counters, seen, start)

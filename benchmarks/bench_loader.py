@@ -1,0 +1,133 @@
+"""Rows per second delivered as torch tensors: ImportanceLoader vs a plain DataLoader.
+
+Both read the same local Parquet shards. The loader runs in importance mode with
+the embedded LocalStore (after its initialization epoch, whose streaming rate is
+reported too); the baseline is a PyTorch ``DataLoader`` (num_workers=2) over an
+IterableDataset that reads row groups with pyarrow, shuffled, one batch at a time.
+No model: this measures the data path only.
+Run: ``python benchmarks/bench_loader.py [--rows 200000] [--batch 256]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import report  # noqa: E402
+
+from isloader import ImportanceLoader, LocalStore, ShardCatalog  # noqa: E402
+
+
+class RowGroupBatches(torch.utils.data.IterableDataset):
+    """The plain way: each worker reads its share of row groups with pyarrow."""
+
+    def __init__(self, files: list[str], batch: int, seed: int = 0) -> None:
+        self.units = [(f, g) for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+        self.batch = batch
+        self.seed = seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng([self.seed, wid])
+        units = [self.units[i] for i in rng.permutation(len(self.units))][wid::workers]
+        pending = []
+        for path, group in units:
+            table = pq.ParquetFile(path).read_row_group(group)
+            x = table.column("x").combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+            y = table.column("y").to_numpy()
+            order = rng.permutation(table.num_rows)
+            pending.append((x[order], y[order]))
+            rows = sum(len(p[1]) for p in pending)
+            if rows >= self.batch:
+                xs = np.concatenate([p[0] for p in pending])
+                ys = np.concatenate([p[1] for p in pending])
+                for i in range(0, rows - self.batch + 1, self.batch):
+                    yield (
+                        torch.from_numpy(xs[i : i + self.batch]),
+                        torch.from_numpy(ys[i : i + self.batch]),
+                    )
+                keep = rows - rows % self.batch
+                pending = [(xs[keep:], ys[keep:])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--features", type=int, default=64)
+    parser.add_argument("--window", type=int, default=64, help="batches per plan window")
+    args = parser.parse_args()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    tmp = tempfile.mkdtemp(prefix="isloader-bench-")
+    rng = np.random.default_rng(0)
+    files = []
+    for s in range(8):
+        n = args.rows // 8
+        x = rng.normal(size=(n, args.features)).astype(np.float32)
+        table = pa.table(
+            {"x": pa.array(list(x), pa.list_(pa.float32())), "y": rng.integers(0, 10, n)}
+        )
+        files.append(f"{tmp}/part-{s}.parquet")
+        pq.write_table(table, files[-1], row_group_size=1024)
+    catalog = ShardCatalog.build(tmp)
+
+    def rate(batches) -> float:
+        start, rows = time.perf_counter(), 0
+        for batch in batches:
+            rows += len(batch["y"] if isinstance(batch, dict) else batch[1])
+        return rows / (time.perf_counter() - start)
+
+    baseline = torch.utils.data.DataLoader(
+        RowGroupBatches(files, args.batch), batch_size=None, num_workers=2, persistent_workers=True
+    )
+    rate(baseline)  # warm-up: worker start
+    dataloader_rps = float(np.median([rate(baseline) for _ in range(3)]))
+
+    store = LocalStore(len(catalog))
+    loader = ImportanceLoader(
+        catalog, store=store, batch_size=args.batch, columns=["x", "y"], window=args.window
+    )
+    init_rps = rate(loader.epoch(0))  # streaming pass; reports below set q
+    q = rng.gamma(0.5, 1.0, len(catalog))
+    store.update(np.arange(len(catalog)), q)
+    loader_rps = float(np.median([rate(loader.epoch(e)) for e in (1, 2, 3)]))
+    rows = [
+        {"path": "DataLoader (uniform, 2 workers)", "rows_per_s": dataloader_rps},
+        {"path": "ImportanceLoader init epoch", "rows_per_s": init_rps},
+        {"path": "ImportanceLoader importance", "rows_per_s": loader_rps},
+    ]
+    report(
+        rows,
+        {
+            "rows": len(catalog),
+            "batch": args.batch,
+            "window": args.window,
+            "loader_rows_per_s": loader_rps,
+            "init_epoch_rows_per_s": init_rps,
+            "dataloader_rows_per_s": dataloader_rps,
+            "ratio": loader_rps / dataloader_rps,
+        },
+    )
+    store.close()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
