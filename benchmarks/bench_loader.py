@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import report  # noqa: E402
+from _common import report
 
-from isloader import ImportanceLoader, LocalStore, ShardCatalog  # noqa: E402
+from isloader import ImportanceLoader, LocalStore, ShardCatalog
 
 
 class RowGroupBatches(torch.utils.data.IterableDataset):
