@@ -15,14 +15,16 @@ import pyarrow as pa
 
 from isloader.data.cache import ByteLRU, DiskCache
 from isloader.data.catalog import ShardCatalog
-from isloader.data.fetch import RangeFetcher, ReaderCounters, merge_ranges
+from isloader.data.fetch import RangeFetcher, ReaderCounters
 from isloader.data.parquet import ParquetFooters, column_chunk_range
 from isloader.data.webdataset import samples_to_table
 from isloader.errors import InvalidArgumentError
 
 __all__ = ["ShardReader"]
 
-_TAR_MERGE_GAP = 1024  # tar headers between a sample's members: fetch them with it
+# Ranges of one shard closer than this travel in one request: tar headers between a
+# sample's members, neighbouring row groups, columns skipped in between.
+_MERGE_GAP = 64 * 1024
 
 
 class ShardReader:
@@ -128,7 +130,7 @@ class ShardReader:
                 raise InvalidArgumentError(f"unknown columns {sorted(unknown)}; have {names}")
             wanted = list(range(len(names))) if columns is None else _leaf_columns(meta, columns)
             starts[i], ends[i] = column_chunk_range(meta, int(rg), wanted)
-        blobs = self._fetcher.fetch(shards, starts, ends)
+        blobs = self._fetcher.fetch_merged(shards, starts, ends, _MERGE_GAP)
         return [
             self._footers.decode(int(shard), int(rg), columns, int(start), blob)
             for shard, rg, start, blob in zip(shards, groups, starts, blobs, strict=True)
@@ -146,22 +148,12 @@ class ShardReader:
                     m_start.append(offset)
                     m_end.append(offset + length)
                     m_owner.append((u, ext))
-        # Merge per shard (ranges of different shards never merge).
-        m_shard_a = np.array(m_shard, dtype=np.int64)
-        m_start_a = np.array(m_start, dtype=np.int64)
-        m_end_a = np.array(m_end, dtype=np.int64)
-        span = int(m_end_a.max()) + _TAR_MERGE_GAP + 1 if len(m_end_a) else 1
-        keyed_start = m_start_a + m_shard_a * span
-        keyed_end = m_end_a + m_shard_a * span
-        ms, me, owner = merge_ranges(keyed_start, keyed_end, gap=_TAR_MERGE_GAP)
-        merged_shard = ms // span
-        blobs = self._fetcher.fetch(
-            merged_shard, ms - merged_shard * span, me - merged_shard * span
+        blobs = self._fetcher.fetch_merged(
+            np.array(m_shard), np.array(m_start), np.array(m_end), _MERGE_GAP
         )
         samples: list[dict[str, bytes]] = [{"__key__": key.encode()} for key, _ in entries]
-        for k, (u, ext) in enumerate(m_owner):
-            blob, base = blobs[owner[k]], ms[owner[k]]
-            samples[u][ext] = blob[keyed_start[k] - base : keyed_end[k] - base]
+        for (u, ext), blob in zip(m_owner, blobs, strict=True):
+            samples[u][ext] = blob
         return [samples_to_table([s], columns) for s in samples]
 
     def _empty(self, columns: list[str] | None) -> pa.Table:
