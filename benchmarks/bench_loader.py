@@ -11,7 +11,6 @@ Run: ``python benchmarks/bench_loader.py [--rows 200000] [--batch 256]``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report
 
 from isloader import ImportanceLoader, LocalStore, ShardCatalog
+from isloader.pipeline.runtime import start_ray
 
 
 class RowGroupBatches(torch.utils.data.IterableDataset):
@@ -70,10 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    start_ray()
 
     tmp = tempfile.mkdtemp(prefix="isloader-bench-")
     rng = np.random.default_rng(0)

@@ -15,7 +15,6 @@ Run: ``python benchmarks/bench_reader.py [--rows 200000] [--windows 4]``.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from _common import report
 from _latency_proxy import LatencyProxy
 
 from isloader import ImportanceTable, ShardCatalog, ShardReader, TableConfig
+from isloader.pipeline.runtime import start_ray
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -86,10 +86,7 @@ def main() -> None:
         options = {"client_kwargs": {"endpoint_url": proxy_url}}
         catalog = ShardCatalog.build("s3://bench/data", storage_options=options)
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        start_ray()
         pyfs = PyFileSystem(FSSpecHandler(s3fs.S3FileSystem(**options)))
         start = time.perf_counter()
         rows = sum(

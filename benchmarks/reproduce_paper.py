@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from isloader.demo import RunResult, make_mnist1d, train_method
+from isloader.pipeline.runtime import start_ray
 from isloader.results import paired_ci, ratio_ci, time_to_target, value_at_time
 
 METHODS = ["uniform", "loss_is", "ours_is", "ours_is_prune", "random_prune"]
@@ -158,10 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    start_ray()
     OUT.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
     mnist, mnist_test = make_mnist1d(data / "mnist1d", 60000, 10000)

@@ -31,7 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from isloader.data.catalog import ShardCatalog
+from isloader.data.reader import ShardReader
 from isloader.pipeline.loader import ImportanceLoader
+from isloader.pipeline.runtime import start_ray
+from isloader.pipeline.tasks import table_to_numpy
 from isloader.results import value_at_time
 from isloader.store.api import ImportanceStore
 from isloader.store.local import LocalStore
@@ -299,26 +302,16 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def run_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The ``isloader demo`` command: data, the five methods, the table and the PNGs."""
-    import logging
-
-    import ray
     from tqdm import tqdm
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    start_ray()
     if args.dataset:
         dataset = args.dataset
-        reader_rows = ShardCatalog.open(dataset)
-        from isloader.data.reader import ShardReader
-        from isloader.pipeline.tasks import table_to_numpy
-
-        held = np.arange(0, len(reader_rows), max(1, len(reader_rows) // 2000))
-        columns = table_to_numpy(ShardReader(reader_rows).read(held, ["x", "y"]))
+        catalog = ShardCatalog.open(dataset)
+        held = np.arange(0, len(catalog), max(1, len(catalog) // 2000))  # an evaluation subset
+        columns = table_to_numpy(ShardReader(catalog).read(held, ["x", "y"]))
         test_set = (columns["x"].astype(np.float32), columns["y"].astype(np.int64))
     else:
         print(f"making MNIST-1D ({args.train_size} train / {args.test_size} test) in {out}")

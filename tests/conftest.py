@@ -40,13 +40,10 @@ def s3_bucket(s3_endpoint: str) -> tuple[str, dict]:
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """Ray, started once for the tests that need it (2 CPUs, local)."""
-    import logging
-
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from isloader.pipeline.runtime import start_ray
+
+    start_ray()
     yield
     ray.shutdown()

@@ -69,11 +69,13 @@ def _distributed_rank_world() -> tuple[int, int]:
 
 
 def _to_torch(columns: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Numeric numpy columns as tensors sharing their memory; others stay numpy."""
+    """Numeric numpy columns as tensors (sharing memory where the array is writable: Ray
+    hands out read-only views, which are copied once); others stay numpy."""
     out: dict[str, Any] = {}
     for name, array in columns.items():
         if array.dtype.kind in "biuf":
-            out[name] = torch.from_numpy(np.ascontiguousarray(array))
+            writable = array.flags.writeable and array.flags.c_contiguous
+            out[name] = torch.from_numpy(array if writable else np.array(array, order="C"))
         else:
             out[name] = array
     return out

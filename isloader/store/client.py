@@ -3,12 +3,13 @@
 Each shard owns a contiguous index range; the client learns the ranges from the
 shards themselves (one ``Stats`` call each) and checks they tile ``[0, N)``.
 
-Sampling is hierarchical and exactly the global distribution: shard ``s`` gets a
-multinomial share of the draws with probability ``m_s / sum_t m_t`` (``m`` = the
-shard masses last reported), then draws within itself with ``q_i / M_s``. The
-probability of drawing ``i`` is ``(m_s / sum m) * (q_i / M_s)``, and that product,
-not an idealised ``q_i / sum q``, is what the weights use, so they stay unbiased even
-when the cached masses lag a concurrent update.
+Sampling is hierarchical and exactly the global distribution: the client first
+reads every shard's settled mass ``m_s`` (one parallel round), gives shard ``s`` a
+multinomial share of the draws with probability ``m_s / sum_t m_t``, then each shard
+draws within itself with ``q_i / M_s``. The probability of drawing ``i`` is
+``(m_s / sum m) * (q_i / M_s)``, and that product, not an idealised
+``q_i / sum q``, is what the weights use, so they stay unbiased even when another
+trainer's update lands between the two rounds.
 
 Updates carry ``(client_id, seq)``, so a call retried after UNAVAILABLE is applied
 once. ``update(..., wait=False)`` goes through a bounded queue drained by one
@@ -235,6 +236,10 @@ class StoreClient:
         if count < 0:
             raise InvalidArgumentError(f"sample count must be >= 0, got {count}")
         rng = np.random.default_rng(seed_sequence(seed))
+        if len(self._shards) > 1:
+            # Shards apply updates in the background, so the masses the last update
+            # replies carried may lag: one cheap parallel round settles them.
+            self._all(self._shards, "Lookup", lambda s: pb.LookupRequest())
         masses = np.array([s.view.total_mass for s in self._shards])
         if masses.sum() <= 0:
             raise InvalidArgumentError("the store has no sampling mass; call end_epoch with eps>0")

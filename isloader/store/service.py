@@ -68,7 +68,8 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
         indices = decode_array(request.indices, "<i8", "indices")
         values = decode_array(request.values, "<f8", "values")
         applied = self._shard.update(indices, values, request.client_id, request.seq)
-        return pb.UpdateResponse(shard=self._info(), applied=applied)
+        view = self._shard.view(settled=False)  # queued updates show in the next reply
+        return pb.UpdateResponse(shard=self._info(view), applied=applied)
 
     @_rpc
     def Sample(self, request: pb.SampleRequest, context: grpc.ServicerContext) -> pb.SampleResponse:

@@ -4,6 +4,12 @@ It adds to ``ImportanceTable`` what a service needs and the pure state machine m
 not have: a lock, the write-ahead log (every change is logged, in apply order,
 before it is acknowledged), snapshots (restore on start, then replay the log
 written since), and metrics. The gRPC servicer and ``LocalStore`` both wrap it.
+
+An update is validated, deduplicated by ``(client_id, seq)`` and logged before it
+is acknowledged, and applied (the EMA) by a background thread in arrival order, so
+the arithmetic is off the request's critical path. Every read and every
+epoch-level change first applies whatever is still queued, so a client always
+sees its own acknowledged updates.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +60,9 @@ class StoreShard:
         self.metrics = ShardMetrics(self._state_gauges)
         self._table = ImportanceTable(config)
         self._lock = threading.Lock()
+        self._backlog: list[tuple[np.ndarray, np.ndarray]] = []
+        self._wake = threading.Event()
+        self._closed = False
         self._snapshot_lock = threading.Lock()
         self._snapshot_version = -1
         self._wal: WriteAheadLog | None = None
@@ -72,11 +82,16 @@ class StoreShard:
             if replay:
                 replayed = sum(1 for _ in map(self._replay, self._wal.replay(first_segment)))
                 log.info("replayed %d write-ahead log records", replayed)
+        threading.Thread(target=self._applier, daemon=True, name="isloader-apply").start()
 
     # -- reads -----------------------------------------------------------------
 
-    def view(self) -> ShardView:
-        with self._lock:
+    def view(self, *, settled: bool = True) -> ShardView:
+        """Total mass and active count; ``settled=False`` skips queued updates (cheap)."""
+        if not settled:
+            with self._lock:
+                return self._table.view()
+        with self._settled():
             return self._table.view()
 
     @property
@@ -89,15 +104,15 @@ class StoreShard:
 
     def sample(self, count: int, seed: int) -> tuple[Plan, ShardView]:
         """A plan and the shard view it was drawn under (taken under one lock)."""
-        with self._timed("sample"), self._lock:
+        with self._timed("sample"), self._settled():
             return self._table.sample(count, np.random.default_rng(seed)), self._table.view()
 
     def importance(self, indices: np.ndarray) -> np.ndarray:
-        with self._lock:
+        with self._settled():
             return self._table.importance(indices)
 
     def stats(self) -> TableStats:
-        with self._lock:
+        with self._settled():
             stats = self._table.stats()
         self.metrics.ess.set(stats.effective_sample_size)
         return stats
@@ -107,19 +122,20 @@ class StoreShard:
     def update(
         self, indices: np.ndarray, values: np.ndarray, client_id: str = "", seq: int = 0
     ) -> bool:
-        request = (client_id, seq) if client_id else None
+        """Validate, deduplicate and log now; apply in the background. False: a retry."""
         with self._timed("update"):
             with self._lock:
-                applied = self._table.update(indices, values, request=request)
-                ticket = (
-                    self._log(_UPDATE, _encode_update(indices, values, client_id, seq))
-                    if applied
-                    else None
-                )
+                local, vals = self._table.validate_update(indices, values)
+                applied = not client_id or self._table.claim((client_id, seq))
+                ticket = None
+                if applied:
+                    ticket = self._log(_UPDATE, _encode_update(indices, values, client_id, seq))
+                    self._backlog.append((local, vals))
             self._sync(ticket)
         if applied:
+            self._wake.set()
             self.metrics.updates.inc()
-            self.metrics.updated_samples.inc(len(indices))
+            self.metrics.updated_samples.inc(len(local))
         else:
             self.metrics.duplicates.inc()
         return applied
@@ -139,7 +155,7 @@ class StoreShard:
         if not d.snapshot_uri:
             return None
         with self._snapshot_lock:
-            with self._lock:
+            with self._settled():
                 if self._table.version == self._snapshot_version:
                     return None
                 state = self._table.export_state()
@@ -153,14 +169,37 @@ class StoreShard:
             return path
 
     def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        with self._settled():
+            pass
         if self._wal is not None:
             self._wal.close()
 
     # -- internals -------------------------------------------------------------
 
+    @contextmanager
+    def _settled(self) -> Iterator[None]:
+        """Hold the lock with every queued update applied."""
+        with self._lock:
+            self._apply_backlog()
+            yield
+
+    def _apply_backlog(self) -> None:
+        backlog, self._backlog = self._backlog, []
+        for local, values in backlog:
+            self._table.apply_update(local, values)
+
+    def _applier(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                self._apply_backlog()
+
     def _change(self, kind: int, method: str, **kwargs: Any) -> Any:
         with self._timed(method):
-            with self._lock:
+            with self._settled():
                 result = self._apply(method, kwargs)
                 ticket = self._log(kind, json.dumps(kwargs).encode())
             self._sync(ticket)
@@ -201,7 +240,7 @@ class StoreShard:
             self.metrics.latency.labels(method=method).observe(time.perf_counter() - start)
 
     def _state_gauges(self) -> dict[str, float]:
-        with self._lock:
+        with self._settled():
             total, active = self._table.view()
             epoch = self._table.epoch
         return {

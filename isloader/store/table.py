@@ -158,6 +158,16 @@ class ImportanceTable:
         request: tuple[str, int] | None = None,
     ) -> bool:
         """Eq. 8 for each distinct index; returns False for an already applied request."""
+        local, values = self.validate_update(indices, values)
+        if request is not None and not self.claim(request):
+            return False
+        self.apply_update(local, values)
+        return True
+
+    def validate_update(
+        self, indices: np.ndarray, values: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Check an update without changing anything; returns local indices and values."""
         local = self._local(indices)
         values = np.asarray(values, dtype=np.float64)
         if values.ndim != 1 or len(values) != len(local):
@@ -165,8 +175,17 @@ class ImportanceTable:
                 f"indices and values differ in length ({len(local)} != {values.size})"
             )
         _check_values("values", values)
-        if request is not None and self._requests.applied(*request):
+        return local, values
+
+    def claim(self, request: tuple[str, int]) -> bool:
+        """Record ``(client_id, seq)``; False when it was recorded before (a retry)."""
+        if self._requests.applied(*request):
             return False
+        self._requests.record(*request)
+        return True
+
+    def apply_update(self, local: np.ndarray, values: np.ndarray) -> None:
+        """The EMA itself, on input that ``validate_update`` accepted."""
         if local.size:
             uniq, inverse = np.unique(local, return_inverse=True)
             mean = np.bincount(inverse, weights=values) / np.bincount(inverse)
@@ -184,10 +203,7 @@ class ImportanceTable:
             self._pending_count += uniq.size
             if self._pending_count > (1 << 18):
                 self._refresh()
-        if request is not None:
-            self._requests.record(*request)
         self._version += 1
-        return True
 
     def sample(self, count: int, rng: np.random.Generator) -> Plan:
         """Draw ``count`` global indices with replacement from ``p = q / sum(q_active)``."""

@@ -10,19 +10,18 @@ import json
 import sys
 
 import numpy as np
-import ray
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from isloader import ImportanceLoader, StoreClient
+from isloader.pipeline.runtime import start_ray
 
 
 def main() -> None:
     config = json.loads(sys.argv[1])
     dist.init_process_group("gloo")
-    ray.init(address=config["ray_address"], log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    start_ray(address=config["ray_address"])
     store = StoreClient(config["store"])
     loader = ImportanceLoader(
         config["dataset"],
