@@ -157,3 +157,28 @@ def test_disk_cache_serves_repeated_reads_without_fetching(tmp_path) -> None:
     assert second.counters.bytes_fetched == 0
     assert table.column("x").to_pylist() == [5.0, 200.0]
     assert fsspec.filesystem("file").du(str(tmp_path / "cache")) > 0
+
+
+def test_transient_storage_errors_are_retried_then_surface(tmp_path) -> None:
+    uri = str(tmp_path / "d")
+    full = write_parquet_shards(uri, 100, shards=1, rows_per_group=10)
+    reader = ShardReader(ShardCatalog.build(uri))
+    fs = reader._fetcher.fs
+    real = fs.cat_ranges
+    failures = {"left": 2}
+
+    def flaky(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("connection reset by peer")
+        return real(*args, **kwargs)
+
+    fs.cat_ranges = flaky
+    try:
+        got = reader.read(np.array([3, 42]))
+        assert got.column("x").to_pylist() == full.column("x").take([3, 42]).to_pylist()
+        failures["left"] = 100  # a storage that stays down
+        with pytest.raises(ConnectionError):
+            reader.read(np.array([77]))
+    finally:
+        fs.cat_ranges = real
