@@ -116,10 +116,6 @@ class ShardCatalog:
         unit = np.searchsorted(self.unit_starts, idx, side="right") - 1
         return unit, idx - self.unit_starts[unit]
 
-    def shard_units(self, shard: int) -> np.ndarray:
-        """The units of one shard, in file order (for sequential streaming)."""
-        return np.flatnonzero(self.unit_shard == shard)
-
     # -- building and persistence --------------------------------------------------
 
     @classmethod

@@ -16,7 +16,7 @@ Two kinds of epoch (DESIGN.md section 1):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,7 +40,6 @@ class ReadTask:
     count: int = 0
     skip: int = 0
     shuffle: bool = True
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 def streaming_tasks(

@@ -17,6 +17,6 @@ def start_ray(num_cpus: int | None = 2, address: str | None = None) -> None:
     if not ray.is_initialized():
         options = {"address": address} if address else {"num_cpus": num_cpus}
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **options)
-    ray.data.DataContext.get_current().enable_progress_bars = False
     for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR if name == "ray.data" else logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
