@@ -1,8 +1,9 @@
 """Caches for fetched data: importance sampling keeps revisiting the hot samples.
 
 ``ByteLRU`` holds decoded units (row groups, tar samples) in memory up to a byte
-budget. ``DiskCache`` keeps raw fetched byte ranges in a local directory up to a
-size limit, evicting the least recently used files.
+budget, segmented so that one-off reads cannot flush the hot set. ``DiskCache``
+keeps raw fetched byte ranges in a local directory up to a size limit, evicting the
+least recently used files.
 """
 
 from __future__ import annotations
@@ -19,38 +20,69 @@ __all__ = ["ByteLRU", "DiskCache"]
 
 
 class ByteLRU:
-    """A thread-safe LRU bounded by the summed ``nbytes`` of its values."""
+    """A thread-safe segmented LRU bounded by the summed ``nbytes`` of its values.
 
-    def __init__(self, capacity_bytes: int) -> None:
+    New entries go to a probation segment; a second hit promotes an entry to the
+    protected segment (``protected_share`` of the budget). Importance sampling hits
+    the hot samples again and again while the cold ones come one at a time, so the
+    stream of one-off cold reads evicts other cold reads, not the hot set.
+    """
+
+    def __init__(self, capacity_bytes: int, protected_share: float = 0.8) -> None:
         self.capacity = capacity_bytes
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
+        self._protected_cap = int(capacity_bytes * protected_share)
+        self._probation: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._protected: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._probation_bytes = 0
+        self._protected_bytes = 0
         self._lock = threading.Lock()
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._probation_bytes + self._protected_bytes
 
     def get(self, key: Hashable) -> Any | None:
         with self._lock:
-            item = self._items.get(key)
+            item = self._protected.get(key)
+            if item is not None:
+                self._protected.move_to_end(key)
+                return item[0]
+            item = self._probation.pop(key, None)
             if item is None:
                 return None
-            self._items.move_to_end(key)
+            self._probation_bytes -= item[1]
+            self._protected[key] = item
+            self._protected_bytes += item[1]
+            while self._protected_bytes > self._protected_cap:  # demote, not drop
+                old_key, old = self._protected.popitem(last=False)
+                self._protected_bytes -= old[1]
+                self._probation[old_key] = old
+                self._probation_bytes += old[1]
+            self._evict()
             return item[0]
 
     def put(self, key: Hashable, value: Any, nbytes: int) -> None:
         if nbytes > self.capacity:
             return
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old[1]
-            self._items[key] = (value, nbytes)
-            self._bytes += nbytes
-            while self._bytes > self.capacity:
-                _, (_, size) = self._items.popitem(last=False)
-                self._bytes -= size
+            for segment in (self._probation, self._protected):
+                old = segment.pop(key, None)
+                if old is not None:
+                    if segment is self._probation:
+                        self._probation_bytes -= old[1]
+                    else:
+                        self._protected_bytes -= old[1]
+            self._probation[key] = (value, nbytes)
+            self._probation_bytes += nbytes
+            self._evict()
+
+    def _evict(self) -> None:
+        while self.nbytes > self.capacity and self._probation:
+            _, (_, size) = self._probation.popitem(last=False)
+            self._probation_bytes -= size
+        while self.nbytes > self.capacity and self._protected:
+            _, (_, size) = self._protected.popitem(last=False)
+            self._protected_bytes -= size
 
 
 class DiskCache:
