@@ -94,3 +94,12 @@ def test_reshard_three_shards_into_two_keeps_the_global_state(tmp_path) -> None:
         table.restore(str(tmp_path / "new" / f"shard-{i}"))
         np.testing.assert_array_equal(table.importance(np.arange(start, stop)), q[start:stop])
         assert table.epoch == 1 and table.stats().seen == 50
+
+
+def test_round_trip_on_fsspec_memory() -> None:
+    config = TableConfig(0, 64)
+    table = busy_table(config)
+    table.snapshot("memory://isloader-test/snap")
+    restored = ImportanceTable(config)
+    restored.restore("memory://isloader-test/snap")
+    assert_same_state(table, restored)
