@@ -104,7 +104,7 @@ def test_two_trainers_two_store_shards_on_s3(s3_bucket, tmp_path) -> None:
     assert history[1]["pruned_after"] == 0 < history[2]["pruned_after"]  # prune at epoch 2
     assert history[3]["active_after"] < N
     assert history[3]["steps"] == history[1]["steps"] == N // (32 * 2)  # equal steps
-    assert history[3]["bytes_fetched"] < 0.9 * history[1]["bytes_fetched"]
+    assert history[3]["bytes_fetched"] < history[1]["bytes_fetched"]  # pruned rows never read
     assert result["losses"][-1] < result["losses"][0]
     q = np.array(result["final_q"])
     pruned = q == 0
