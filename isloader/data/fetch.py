@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,13 @@ class ReaderCounters:
     requests: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: int) -> None:
+        """Add to several counters at once (readers share them across threads)."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
 
     @property
     def cache_hit_rate(self) -> float:
@@ -134,9 +141,7 @@ class RangeFetcher:
                 [int(ends[i]) for i in todo],
                 on_error="raise",
             )
-            with self._lock:
-                self.counters.requests += len(todo)
-                self.counters.bytes_fetched += sum(len(b) for b in blobs)
+            self.counters.add(requests=len(todo), bytes_fetched=sum(len(b) for b in blobs))
             for i, blob in zip(todo, blobs, strict=True):
                 if isinstance(blob, Exception):
                     raise blob

@@ -82,8 +82,7 @@ class ShardReader:
         merged = pa.concat_tables(tables) if tables else self._empty(columns)
         result = merged.take(pa.array(offsets[inverse] + rows))
         result = result.append_column("index", pa.array(idx))
-        with self._fetcher._lock:
-            self.counters.bytes_returned += result.nbytes
+        self.counters.add(bytes_returned=result.nbytes)
         return result
 
     def read_units(self, units: np.ndarray, columns: list[str] | None = None) -> pa.Table:
@@ -95,8 +94,7 @@ class ShardReader:
             [s + np.arange(t.num_rows) for s, t in zip(starts, tables, strict=True)]
         )
         result = pa.concat_tables(tables).append_column("index", pa.array(index, pa.int64()))
-        with self._fetcher._lock:
-            self.counters.bytes_returned += result.nbytes
+        self.counters.add(bytes_returned=result.nbytes)
         return result
 
     # -- units -----------------------------------------------------------------------
@@ -110,9 +108,7 @@ class ShardReader:
             out.append(table)
             if table is None:
                 missing.append(i)
-        with self._fetcher._lock:
-            self.counters.cache_hits += len(units) - len(missing)
-            self.counters.cache_misses += len(missing)
+        self.counters.add(cache_hits=len(units) - len(missing), cache_misses=len(missing))
         if missing:
             load = self._load_parquet if self.catalog.format == "parquet" else self._load_tar
             for i, table in zip(missing, load(units[missing], columns), strict=True):

@@ -233,6 +233,7 @@ class ImportanceLoader:
         counters = EpochCounters(epoch=epoch, mode=self.mode(epoch))
         if self._position[0] != epoch:
             self._position = (epoch, 0)
+        self._report_times.clear()  # plans of this epoch are drawn after it starts
         start = time.perf_counter()
         seen = []
         # iter_batches + torch.from_numpy (zero-copy) is several times faster here than

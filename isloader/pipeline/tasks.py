@@ -85,7 +85,7 @@ def table_to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
 def run_read_task(task: ReadTask, context: TaskContext) -> dict[str, np.ndarray]:
     """Rows of one task as numpy columns, with ``index``, ``weight`` and bookkeeping."""
     reader = context.reader()
-    before = reader.counters.as_dict()
+    fetched_before = reader.counters.bytes_fetched
     hits, misses = reader.counters.cache_hits, reader.counters.cache_misses
     drawn_at = time.time()
     if task.count:
@@ -108,7 +108,7 @@ def run_read_task(task: ReadTask, context: TaskContext) -> dict[str, np.ndarray]
     if context.transform is not None:
         columns = context.transform(columns)
     rows = len(columns["index"])
-    fetched = reader.counters.bytes_fetched - before["bytes_fetched"]
+    fetched = reader.counters.bytes_fetched - fetched_before
     share = 1.0 / max(rows, 1)
     columns["__fetched"] = np.full(rows, fetched * share)
     columns["__hits"] = np.full(rows, (reader.counters.cache_hits - hits) * share)

@@ -17,6 +17,10 @@ class RequestLog:
         self._window = window
         self._clients: dict[str, tuple[int, set[int]]] = {}
 
+    @property
+    def window(self) -> int:
+        return self._window
+
     def applied(self, client_id: str, seq: int) -> bool:
         high, recent = self._clients.get(client_id, (-1, set()))
         return seq <= high - self._window or seq in recent

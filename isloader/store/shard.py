@@ -129,7 +129,9 @@ class StoreShard:
                 applied = not client_id or self._table.claim((client_id, seq))
                 ticket = None
                 if applied:
-                    ticket = self._log(_UPDATE, _encode_update(indices, values, client_id, seq))
+                    if self._wal is not None:  # encode only when there is a log to write
+                        payload = _encode_update(indices, values, client_id, seq)
+                        ticket = self._wal.append(_UPDATE, payload)
                     self._backlog.append((local, vals))
             self._sync(ticket)
         if applied:

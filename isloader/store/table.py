@@ -348,7 +348,7 @@ class ImportanceTable:
         self._last_prune_epoch = int(meta["last_prune_epoch"])
         self._last_readmit_epoch = int(meta["last_readmit_epoch"])
         self._version = int(meta["version"])
-        self._requests = RequestLog.from_dict(meta["requests"], self._requests._window)
+        self._requests = RequestLog.from_dict(meta["requests"], self._requests.window)
         self._rebuild()
 
     def snapshot(self, uri: str, storage_options: dict | None = None) -> str:
