@@ -14,6 +14,7 @@ __all__ = [
     "MessageTooLargeError",
     "AuthenticationError",
     "StoreUnavailableError",
+    "UnknownLayoutError",
     "SnapshotError",
     "SnapshotMismatchError",
     "ShardError",
@@ -45,6 +46,11 @@ class AuthenticationError(IsloaderError, PermissionError):
 
 class StoreUnavailableError(IsloaderError, ConnectionError):
     """A store shard that stays unreachable after retries; the message names it."""
+
+
+class UnknownLayoutError(IsloaderError, LookupError):
+    """A unit layout the store does not hold (never registered, or the shard restarted):
+    the client registers it again."""
 
 
 class SnapshotError(IsloaderError, RuntimeError):

@@ -45,12 +45,16 @@ class UpdateResponse(_message.Message):
     def __init__(self, shard: _Optional[_Union[ShardInfo, _Mapping]] = ..., applied: _Optional[bool] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("count", "seed")
+    __slots__ = ("count", "seed", "layout", "units_per_window")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    UNITS_PER_WINDOW_FIELD_NUMBER: _ClassVar[int]
     count: int
     seed: int
-    def __init__(self, count: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    layout: str
+    units_per_window: int
+    def __init__(self, count: _Optional[int] = ..., seed: _Optional[int] = ..., layout: _Optional[str] = ..., units_per_window: _Optional[int] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
     __slots__ = ("shard", "indices", "q")
@@ -61,6 +65,42 @@ class SampleResponse(_message.Message):
     indices: bytes
     q: bytes
     def __init__(self, shard: _Optional[_Union[ShardInfo, _Mapping]] = ..., indices: _Optional[bytes] = ..., q: _Optional[bytes] = ...) -> None: ...
+
+class SetLayoutRequest(_message.Message):
+    __slots__ = ("layout", "bounds")
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    layout: str
+    bounds: bytes
+    def __init__(self, layout: _Optional[str] = ..., bounds: _Optional[bytes] = ...) -> None: ...
+
+class SetLayoutResponse(_message.Message):
+    __slots__ = ("shard", "units")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardInfo
+    units: int
+    def __init__(self, shard: _Optional[_Union[ShardInfo, _Mapping]] = ..., units: _Optional[int] = ...) -> None: ...
+
+class UnitsRequest(_message.Message):
+    __slots__ = ("layout",)
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    layout: str
+    def __init__(self, layout: _Optional[str] = ...) -> None: ...
+
+class UnitsResponse(_message.Message):
+    __slots__ = ("shard", "first_unit", "mass", "active", "pruned")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    FIRST_UNIT_FIELD_NUMBER: _ClassVar[int]
+    MASS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardInfo
+    first_unit: int
+    mass: bytes
+    active: bytes
+    pruned: bytes
+    def __init__(self, shard: _Optional[_Union[ShardInfo, _Mapping]] = ..., first_unit: _Optional[int] = ..., mass: _Optional[bytes] = ..., active: _Optional[bytes] = ..., pruned: _Optional[bytes] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("indices",)

@@ -49,6 +49,16 @@ class ImportanceStoreStub:
                 request_serializer=isloader_dot_v1_dot_store__pb2.LookupRequest.SerializeToString,
                 response_deserializer=isloader_dot_v1_dot_store__pb2.LookupResponse.FromString,
                 _registered_method=True)
+        self.SetLayout = channel.unary_unary(
+                '/isloader.v1.ImportanceStore/SetLayout',
+                request_serializer=isloader_dot_v1_dot_store__pb2.SetLayoutRequest.SerializeToString,
+                response_deserializer=isloader_dot_v1_dot_store__pb2.SetLayoutResponse.FromString,
+                _registered_method=True)
+        self.Units = channel.unary_unary(
+                '/isloader.v1.ImportanceStore/Units',
+                request_serializer=isloader_dot_v1_dot_store__pb2.UnitsRequest.SerializeToString,
+                response_deserializer=isloader_dot_v1_dot_store__pb2.UnitsResponse.FromString,
+                _registered_method=True)
         self.EndEpoch = channel.unary_unary(
                 '/isloader.v1.ImportanceStore/EndEpoch',
                 request_serializer=isloader_dot_v1_dot_store__pb2.EndEpochRequest.SerializeToString,
@@ -92,6 +102,18 @@ class ImportanceStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Lookup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLayout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Units(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +166,16 @@ def add_ImportanceStoreServicer_to_server(servicer, server):
                     servicer.Lookup,
                     request_deserializer=isloader_dot_v1_dot_store__pb2.LookupRequest.FromString,
                     response_serializer=isloader_dot_v1_dot_store__pb2.LookupResponse.SerializeToString,
+            ),
+            'SetLayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLayout,
+                    request_deserializer=isloader_dot_v1_dot_store__pb2.SetLayoutRequest.FromString,
+                    response_serializer=isloader_dot_v1_dot_store__pb2.SetLayoutResponse.SerializeToString,
+            ),
+            'Units': grpc.unary_unary_rpc_method_handler(
+                    servicer.Units,
+                    request_deserializer=isloader_dot_v1_dot_store__pb2.UnitsRequest.FromString,
+                    response_serializer=isloader_dot_v1_dot_store__pb2.UnitsResponse.SerializeToString,
             ),
             'EndEpoch': grpc.unary_unary_rpc_method_handler(
                     servicer.EndEpoch,
@@ -252,6 +284,60 @@ class ImportanceStore:
             '/isloader.v1.ImportanceStore/Lookup',
             isloader_dot_v1_dot_store__pb2.LookupRequest.SerializeToString,
             isloader_dot_v1_dot_store__pb2.LookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isloader.v1.ImportanceStore/SetLayout',
+            isloader_dot_v1_dot_store__pb2.SetLayoutRequest.SerializeToString,
+            isloader_dot_v1_dot_store__pb2.SetLayoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Units(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isloader.v1.ImportanceStore/Units',
+            isloader_dot_v1_dot_store__pb2.UnitsRequest.SerializeToString,
+            isloader_dot_v1_dot_store__pb2.UnitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from isloader.store.records import Plan, TableStats
+from isloader.store.records import Plan, TableStats, UnitLayout, UnitStats
 
 __all__ = ["ImportanceStore", "Seed", "seed_sequence"]
 
@@ -26,7 +26,7 @@ def seed_sequence(seed: Seed) -> np.random.SeedSequence:
 
 @runtime_checkable
 class ImportanceStore(Protocol):
-    """The store operations of DESIGN.md: measure, sample, and the epoch-level steps."""
+    """The store operations of docs/architecture.md: measure, sample, and the epoch-level steps."""
 
     @property
     def num_samples(self) -> int: ...
@@ -37,8 +37,14 @@ class ImportanceStore(Protocol):
     def flush(self) -> None:
         """Wait until every queued update is acknowledged (raising the first failure)."""
 
-    def sample(self, count: int, seed: Seed) -> Plan:
-        """Draw ``count`` indices with replacement from the global ``p``."""
+    def sample(
+        self, count: int, seed: Seed, *, layout: UnitLayout | None = None, units: int = 0
+    ) -> Plan:
+        """Draw ``count`` indices with replacement from the global ``p``; with ``layout``
+        and ``units = G``, restricted to ``G`` units picked by mass (same marginals)."""
+
+    def unit_stats(self, layout: UnitLayout) -> UnitStats:
+        """Per-unit mass and active rows, and every pruned flag (for the cache)."""
 
     def lookup(self, indices: np.ndarray) -> np.ndarray:
         """Current ``q`` of ``indices``."""

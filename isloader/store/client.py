@@ -11,6 +11,13 @@ draws within itself with ``q_i / M_s``. The probability of drawing ``i`` is
 ``q_i / sum q``, is what the weights use, so they stay unbiased even when another
 trainer's update lands between the two rounds.
 
+Locality-aware draws split the same way: shard ``s`` gets its multinomial share
+``c_s`` of the window and ``G_s = max(1, round(G c_s / count))`` units; inside a
+shard every draw has ``q_i / M_s``, so the product is again ``q_i / sum q``. A unit
+that straddles two shards is two pieces, one per shard, each read from the same
+unit. Layouts are registered with each shard on first use (and again after a shard
+restart forgets them).
+
 Updates carry ``(client_id, seq)``, so a call retried after UNAVAILABLE is applied
 once. ``update(..., wait=False)`` goes through a bounded queue drained by one
 thread per client; ``flush()`` waits for it and raises the first failure.
@@ -38,9 +45,10 @@ from isloader.errors import (
     InvalidArgumentError,
     IsloaderError,
     StoreUnavailableError,
+    UnknownLayoutError,
 )
 from isloader.store.api import Seed, seed_sequence
-from isloader.store.records import Plan, ShardView, TableStats
+from isloader.store.records import Plan, ShardView, TableStats, UnitLayout, UnitStats
 from isloader.store.service import decode_array
 from isloader.store.status import error_for
 from isloader.store.table import prune_threshold
@@ -91,6 +99,7 @@ class _Shard:
     start: int = 0
     stop: int = 0
     view: ShardView = field(default_factory=lambda: ShardView(0.0, 0))
+    layouts: set[str] = field(default_factory=set)
 
 
 class StoreClient:
@@ -232,7 +241,9 @@ class StoreClient:
 
     # -- sampling --------------------------------------------------------------
 
-    def sample(self, count: int, seed: Seed) -> Plan:
+    def sample(
+        self, count: int, seed: Seed, *, layout: UnitLayout | None = None, units: int = 0
+    ) -> Plan:
         if count < 0:
             raise InvalidArgumentError(f"sample count must be >= 0, got {count}")
         rng = np.random.default_rng(seed_sequence(seed))
@@ -245,12 +256,17 @@ class StoreClient:
             raise InvalidArgumentError("the store has no sampling mass; call end_epoch with eps>0")
         counts = rng.multinomial(count, masses / masses.sum())
         seeds = rng.integers(0, 2**63, size=len(self._shards))
-        jobs = [
-            (shard, pb.SampleRequest(count=int(c), seed=int(seed)))
-            for shard, c, seed in zip(self._shards, counts, seeds, strict=True)
-            if c
-        ]
-        replies = self._map(jobs, "Sample")
+        jobs = []
+        for shard, c, shard_seed in zip(self._shards, counts, seeds, strict=True):
+            if not c:
+                continue
+            request = pb.SampleRequest(count=int(c), seed=int(shard_seed))
+            if layout is not None and units:
+                self._register(shard, layout)
+                request.layout = layout.name
+                request.units_per_window = max(1, round(units * int(c) / count))
+            jobs.append((shard, request))
+        replies = self._map_layout(jobs, "Sample", layout)
         indices, probabilities = [], []
         share = masses / masses.sum()
         for (shard, _), reply in zip(jobs, replies, strict=True):
@@ -263,6 +279,42 @@ class StoreClient:
         p = np.concatenate(probabilities)[order] if probabilities else np.zeros(0)
         active = sum(s.view.active_count for s in self._shards)
         return Plan(idx.astype(np.int64), p, 1.0 / (active * p))
+
+    def unit_stats(self, layout: UnitLayout) -> UnitStats:
+        """Per-unit mass and active rows over the whole store, and every pruned flag."""
+        for shard in self._shards:
+            self._register(shard, layout)
+        jobs = [(s, pb.UnitsRequest(layout=layout.name)) for s in self._shards]
+        mass, active = np.zeros(len(layout)), np.zeros(len(layout), dtype=np.int64)
+        pruned = np.zeros(self.num_samples, dtype=np.bool_)
+        for (shard, _), reply in zip(jobs, self._map_layout(jobs, "Units", layout), strict=True):
+            m = decode_array(reply.mass, "<f8", "mass")
+            units = slice(reply.first_unit, reply.first_unit + len(m))
+            mass[units] += m  # a straddling unit sums its pieces
+            active[units] += decode_array(reply.active, "<i8", "active")
+            bits = np.unpackbits(np.frombuffer(reply.pruned, np.uint8))
+            pruned[shard.start : shard.stop] = bits[: shard.stop - shard.start].astype(bool)
+        return UnitStats(0, mass, active, pruned)
+
+    def _register(self, shard: _Shard, layout: UnitLayout, *, again: bool = False) -> None:
+        if layout.name in shard.layouts and not again:
+            return
+        bounds = np.ascontiguousarray(layout.bounds, dtype="<i8").tobytes()
+        self._call(shard, pb.SetLayoutRequest(layout=layout.name, bounds=bounds), "SetLayout")
+        shard.layouts.add(layout.name)
+
+    def _map_layout(
+        self, jobs: list[tuple[_Shard, Any]], method: str, layout: UnitLayout | None
+    ) -> list:
+        """``_map``, registering the layout again with shards that forgot it (a restart)."""
+        try:
+            return self._map(jobs, method)
+        except UnknownLayoutError:
+            if layout is None:
+                raise
+            for shard, _ in jobs:
+                self._register(shard, layout, again=True)
+            return self._map(jobs, method)
 
     def lookup(self, indices: np.ndarray) -> np.ndarray:
         idx, _ = self._validate(indices, np.zeros(len(indices)))

@@ -17,7 +17,7 @@ import numpy as np
 from isloader.config import StoreSettings
 from isloader.store.api import Seed, seed_sequence
 from isloader.store.client import StoreConnection
-from isloader.store.records import Plan, TableStats
+from isloader.store.records import Plan, TableStats, UnitLayout, UnitStats
 from isloader.store.shard import Durability, StoreShard
 from isloader.store.table import TableConfig, prune_threshold
 
@@ -29,7 +29,7 @@ class LocalStore:
 
     Args:
         num_samples: N; indices are ``0..N-1``.
-        alpha: EMA memory of Eq. 8 (default 0.0: the newest measurement wins).
+        alpha: EMA memory of Eq. 8 (default 0.3; see ``TableConfig``).
         initial_q: q before the first measurement (default 1.0).
         snapshot_uri, wal_dir: optional durability, as for the server.
     """
@@ -38,7 +38,7 @@ class LocalStore:
         self,
         num_samples: int,
         *,
-        alpha: float = 0.0,
+        alpha: float = 0.3,
         initial_q: float = 1.0,
         snapshot_uri: str | None = None,
         wal_dir: str | None = None,
@@ -47,6 +47,7 @@ class LocalStore:
             TableConfig(0, num_samples, alpha=alpha, initial_q=initial_q),
             Durability(snapshot_uri=snapshot_uri, wal_dir=wal_dir),
         )
+        self._layouts: set[str] = set()
         self._server = None
         self._token = ""
         self._token_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -61,9 +62,23 @@ class LocalStore:
     def flush(self) -> None:
         """Updates are applied synchronously; nothing is ever queued."""
 
-    def sample(self, count: int, seed: Seed) -> Plan:
-        plan, _ = self._shard.sample(count, int(seed_sequence(seed).generate_state(1)[0]))
-        return plan
+    def sample(
+        self, count: int, seed: Seed, *, layout: UnitLayout | None = None, units: int = 0
+    ) -> Plan:
+        seed_int = int(seed_sequence(seed).generate_state(1)[0])
+        if layout is None or not units:
+            return self._shard.sample(count, seed_int)[0]
+        self._register(layout)
+        return self._shard.sample(count, seed_int, layout=layout.name, units=units)[0]
+
+    def unit_stats(self, layout: UnitLayout) -> UnitStats:
+        self._register(layout)
+        return self._shard.unit_stats(layout.name)
+
+    def _register(self, layout: UnitLayout) -> None:
+        if layout.name not in self._layouts:
+            self._shard.set_layout(layout.name, layout.bounds)
+            self._layouts.add(layout.name)
 
     def lookup(self, indices: np.ndarray) -> np.ndarray:
         return self._shard.importance(np.asarray(indices))

@@ -73,7 +73,12 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
 
     @_rpc
     def Sample(self, request: pb.SampleRequest, context: grpc.ServicerContext) -> pb.SampleResponse:
-        plan, view = self._shard.sample(request.count, request.seed)
+        plan, view = self._shard.sample(
+            request.count,
+            request.seed,
+            layout=request.layout or None,
+            units=request.units_per_window,
+        )
         q = plan.probabilities * view.total_mass
         return pb.SampleResponse(
             shard=self._info(view),
@@ -85,6 +90,24 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
     def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
         q = self._shard.importance(decode_array(request.indices, "<i8", "indices"))
         return pb.LookupResponse(shard=self._info(), q=q.astype("<f8").tobytes())
+
+    @_rpc
+    def SetLayout(
+        self, request: pb.SetLayoutRequest, context: grpc.ServicerContext
+    ) -> pb.SetLayoutResponse:
+        units = self._shard.set_layout(request.layout, decode_array(request.bounds, "<i8", "bounds"))
+        return pb.SetLayoutResponse(shard=self._info(), units=units)
+
+    @_rpc
+    def Units(self, request: pb.UnitsRequest, context: grpc.ServicerContext) -> pb.UnitsResponse:
+        stats = self._shard.unit_stats(request.layout)
+        return pb.UnitsResponse(
+            shard=self._info(),
+            first_unit=stats.first_unit,
+            mass=stats.mass.astype("<f8").tobytes(),
+            active=stats.active.astype("<i8").tobytes(),
+            pruned=np.packbits(stats.pruned).tobytes(),
+        )
 
     @_rpc
     def EndEpoch(

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from isloader.store.metrics import ShardMetrics
-from isloader.store.records import Plan, ShardView, TableStats
+from isloader.store.records import Plan, ShardView, TableStats, UnitStats
 from isloader.store.snapshot import read_latest_snapshot, write_snapshot
 from isloader.store.table import ImportanceTable, TableConfig
 from isloader.store.wal import WriteAheadLog
@@ -102,10 +102,23 @@ class StoreShard:
     def epoch(self) -> int:
         return self._table.epoch
 
-    def sample(self, count: int, seed: int) -> tuple[Plan, ShardView]:
+    def sample(
+        self, count: int, seed: int, *, layout: str | None = None, units: int = 0
+    ) -> tuple[Plan, ShardView]:
         """A plan and the shard view it was drawn under (taken under one lock)."""
         with self._timed("sample"), self._settled():
-            return self._table.sample(count, np.random.default_rng(seed)), self._table.view()
+            rng = np.random.default_rng(seed)
+            plan = self._table.sample(count, rng, layout=layout, units=units)
+            return plan, self._table.view()
+
+    def set_layout(self, layout: str, bounds: np.ndarray) -> int:
+        """Register a unit layout (not durable state: clients register it again)."""
+        with self._lock:
+            return self._table.set_layout(layout, bounds)
+
+    def unit_stats(self, layout: str) -> UnitStats:
+        with self._timed("units"), self._settled():
+            return self._table.unit_stats(layout)
 
     def importance(self, indices: np.ndarray) -> np.ndarray:
         with self._settled():

@@ -11,6 +11,7 @@ __all__ = ["STATUS_FOR_ERROR", "ERROR_FOR_STATUS", "status_for", "error_for"]
 # Most specific first: the first isinstance match wins.
 STATUS_FOR_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.IndexOutOfRangeError, grpc.StatusCode.OUT_OF_RANGE),
+    (errors.UnknownLayoutError, grpc.StatusCode.NOT_FOUND),
     (errors.MessageTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.SnapshotMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -25,7 +26,7 @@ ERROR_FOR_STATUS: dict[grpc.StatusCode, type[Exception]] = {
     grpc.StatusCode.UNKNOWN: errors.IsloaderError,
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgumentError,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.StoreUnavailableError,
-    grpc.StatusCode.NOT_FOUND: errors.IsloaderError,
+    grpc.StatusCode.NOT_FOUND: errors.UnknownLayoutError,
     grpc.StatusCode.ALREADY_EXISTS: errors.IsloaderError,
     grpc.StatusCode.PERMISSION_DENIED: errors.AuthenticationError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.MessageTooLargeError,

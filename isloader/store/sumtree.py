@@ -11,6 +11,14 @@ Writes are split in two so a batch of updates is cheap: the caller writes leaves
 through ``leaves`` (a view) and later calls ``refresh(positions)``, which recomputes
 every touched ancestor once per level from its two children. Recomputing instead of
 adding deltas means no floating-point drift accumulates in the tree.
+
+Draws restricted to a contiguous leaf range ``[lo, hi)`` (a *unit*: a Parquet row
+group, a run of tar samples) use the range's canonical cover: the ``O(log n)``
+perfect subtrees, left to right, that the bottom-up segment-tree walk visits. Their
+sums give the range's mass ``M``; a draw ``u ~ U[0, M)`` picks the covering subtree
+whose prefix interval holds ``u`` and descends inside it, so it lands on leaf ``i``
+with probability ``m_i / M``. Inside a perfect subtree leaves are in index order, for
+any ``n``.
 """
 
 from __future__ import annotations
@@ -70,6 +78,57 @@ class SumTree:
                 nodes = nodes[1:]
             self._nodes[nodes] = self._nodes[2 * nodes] + self._nodes[2 * nodes + 1]
 
+    def cover(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """The canonical cover of each leaf range ``[lo[k], hi[k])``, one row per range.
+
+        Rows hold node ids left to right, padded with 0 (the unused root slot, whose
+        sum is 0), so ``sums(cover).sum(axis=1)`` is each range's mass.
+        """
+        left = np.asarray(lo, dtype=np.int64) + self._n
+        right = np.asarray(hi, dtype=np.int64) + self._n
+        if left.size and ((left < self._n).any() or (right > 2 * self._n).any()):
+            raise ValueError("leaf range outside the tree")
+        heads, tails = [], []
+        while (left < right).any():
+            open_ = left < right
+            take = open_ & (left & 1).astype(bool)
+            heads.append(np.where(take, left, 0))
+            left = left + take
+            take = open_ & (right & 1).astype(bool)
+            right = right - take
+            tails.append(np.where(take, right, 0))
+            left >>= 1
+            right >>= 1
+        if not heads:
+            return np.zeros((left.size, 1), dtype=np.int64)
+        return np.stack(heads + tails[::-1], axis=1)
+
+    def sums(self, nodes: np.ndarray) -> np.ndarray:
+        """The sum held by each node id (0 for the padding id 0)."""
+        return self._nodes[nodes]
+
+    def find_in(self, cover: np.ndarray, which: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """For each draw, the 0-based leaf of range ``which`` (a row of ``cover``) whose
+        prefix interval, counted from the range's first leaf, holds ``targets`` (a ``u``
+        in ``[0, mass of that range)``).
+
+        The covers' sums are laid end to end, so one ``searchsorted`` places every draw;
+        rounding at a range's top can land on a zero-mass leaf or on padding (-1),
+        which callers check and redraw.
+        """
+        sums = self._nodes[cover].ravel()
+        width = cover.shape[1]
+        ends = np.cumsum(sums)
+        starts = ends - sums
+        first = np.asarray(which, dtype=np.int64) * width
+        target = starts[first] + np.asarray(targets, dtype=np.float64)
+        pos = np.searchsorted(ends, target, side="right")
+        pos = np.clip(pos, first, first + width - 1)
+        node = cover.ravel()[pos]
+        remaining = np.maximum(target - starts[pos], 0.0)
+        leaf = self._descend(np.maximum(node, 1), remaining)
+        return np.where(node > 0, leaf, -1)  # -1: landed on padding, the caller redraws
+
     def find(self, targets: np.ndarray) -> np.ndarray:
         """For each ``u`` in ``[0, total)`` the 0-based leaf whose prefix interval holds it.
 
@@ -77,7 +136,10 @@ class SumTree:
         returned leaves have positive mass.
         """
         remaining = np.array(targets, dtype=np.float64)
-        node = np.ones(remaining.shape, dtype=np.int64)
+        return self._descend(np.ones(remaining.shape, dtype=np.int64), remaining)
+
+    def _descend(self, node: np.ndarray, remaining: np.ndarray) -> np.ndarray:
+        """From each ``node`` down to the leaf whose prefix interval holds ``remaining``."""
         nodes, n = self._nodes, self._n
         for _ in range(self._depth):
             internal = node < n

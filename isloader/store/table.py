@@ -10,7 +10,12 @@ The state machine of DESIGN.md section 1, with no I/O in it:
   call averaged first, the first measurement of an unseen sample setting ``q``;
 - ``end_epoch``: ``q += eps`` on active samples (Alg. 1 line 13);
 - ``prune(threshold)``: seen, active samples with ``q <= threshold`` (Alg. 2);
-- ``readmit``: a random share of pruned samples back at the active mean q.
+- ``readmit``: a random share of pruned samples back at the active mean q;
+- locality-aware draws (docs/architecture.md, "Reading at streaming speed"): with a
+  registered unit layout, a window of ``count`` draws is restricted to ``G`` units
+  picked i.i.d. with ``P(u) = mass_u / Q``; each draw takes one of them uniformly,
+  then a row ``∝ q`` inside it, so ``P(i) = sum_j (1/G)(mass_u/Q)(q_i/mass_u) = q_i/Q``
+  exactly and the weight ``1 / (N_active p_i)`` is unchanged.
 
 Before the initialization epoch has measured a sample it holds ``initial_q``
 (default 1.0), so ``sample`` is always defined and draws unseen samples uniformly
@@ -34,8 +39,9 @@ from isloader.errors import (
     InvalidArgumentError,
     SnapshotError,
     SnapshotMismatchError,
+    UnknownLayoutError,
 )
-from isloader.store.records import Plan, ShardView, TableState, TableStats
+from isloader.store.records import Plan, ShardView, TableState, TableStats, UnitStats
 from isloader.store.requests import RequestLog
 from isloader.store.snapshot import read_latest_snapshot, write_snapshot
 from isloader.store.sumtree import SumTree
@@ -44,6 +50,7 @@ __all__ = ["TableConfig", "ImportanceTable", "prune_threshold", "STATE_FORMAT"]
 
 STATE_FORMAT = 1
 _HISTOGRAM_BINS = 20
+_MAX_LAYOUTS = 8
 
 
 @dataclass(frozen=True)
@@ -52,13 +59,15 @@ class TableConfig:
 
     Args:
         start, stop: the global index range ``[start, stop)`` this table owns.
-        alpha: EMA memory ``a`` in ``[0, 1)`` of Eq. 8 (the paper uses 0.0-0.3).
+        alpha: EMA memory ``a`` in ``[0, 1)`` of Eq. 8 (default 0.3, the paper's value on
+            most tasks; with 0 one confident measurement makes q tiny and its weight,
+            until the next measurement, huge).
         initial_q: importance of a sample before its first measurement.
     """
 
     start: int
     stop: int
-    alpha: float = 0.0
+    alpha: float = 0.3
     initial_q: float = 1.0
 
     def __post_init__(self) -> None:
@@ -116,6 +125,7 @@ class ImportanceTable:
         self._last_prune_epoch = -1
         self._last_readmit_epoch = -1
         self._version = 0
+        self._layouts: dict[str, tuple[int, np.ndarray]] = {}
         self._rebuild()
 
     # -- views -------------------------------------------------------------
@@ -205,10 +215,23 @@ class ImportanceTable:
                 self._refresh()
         self._version += 1
 
-    def sample(self, count: int, rng: np.random.Generator) -> Plan:
-        """Draw ``count`` global indices with replacement from ``p = q / sum(q_active)``."""
+    def sample(
+        self,
+        count: int,
+        rng: np.random.Generator,
+        *,
+        layout: str | None = None,
+        units: int = 0,
+    ) -> Plan:
+        """Draw ``count`` global indices with replacement from ``p = q / sum(q_active)``.
+
+        With ``layout`` (registered by ``set_layout``) and ``units = G > 0`` the draws
+        are locality-aware: restricted to ``G`` units picked by mass, same marginals.
+        """
         if count < 0:
             raise InvalidArgumentError(f"sample count must be >= 0, got {count}")
+        if units < 0:
+            raise InvalidArgumentError(f"units per window must be >= 0, got {units}")
         if count == 0:
             empty = np.zeros(0)
             return Plan(np.zeros(0, dtype=np.int64), empty, empty)
@@ -219,6 +242,15 @@ class ImportanceTable:
                 f"table [{self.start}, {self.stop}) has no sampling mass "
                 f"(active={active}, total={total}); call end_epoch with eps > 0"
             )
+        if layout is not None and units:
+            local = self._draw_in_units(count, rng, total, self._layout(layout)[1], units)
+        else:
+            local = self._draw(count, rng, total)
+        p = self._q[local] / total
+        return Plan(local + self.start, p, 1.0 / (active * p))
+
+    def _draw(self, count: int, rng: np.random.Generator, total: float) -> np.ndarray:
+        """``count`` local indices ``∝ q`` over the whole table."""
         local = self._tree.find(rng.random(count) * total)
         # Rounding at the top of the range can land on a zero-mass leaf: redraw those.
         for _ in range(16):
@@ -226,8 +258,71 @@ class ImportanceTable:
             if not bad.any():
                 break
             local[bad] = self._tree.find(rng.random(int(bad.sum())) * total)
-        p = self._q[local] / total
-        return Plan(local + self.start, p, 1.0 / (active * p))
+        return local
+
+    def _draw_in_units(
+        self, count: int, rng: np.random.Generator, total: float, bounds: np.ndarray, g: int
+    ) -> np.ndarray:
+        """``count`` local indices, each ``∝ q`` inside one of ``g`` units picked ``∝ mass``."""
+        unit = np.searchsorted(bounds, self._draw(g, rng, total), side="right") - 1
+        lo, hi = bounds[unit], bounds[unit + 1]
+        cover = self._tree.cover(lo, hi)
+        mass = self._tree.sums(cover).sum(axis=1)
+        which = rng.integers(g, size=count)
+        local = self._tree.find_in(cover, which, rng.random(count) * mass[which])
+        for _ in range(16):
+            safe = np.clip(local, 0, self.config.size - 1)
+            bad = (local < lo[which]) | (local >= hi[which]) | (self._q[safe] <= 0)
+            bad |= self._pruned[safe]
+            if not bad.any():
+                break
+            redo = which[bad]
+            local[bad] = self._tree.find_in(cover, redo, rng.random(redo.size) * mass[redo])
+        return local
+
+    # -- unit layouts (locality-aware draws and the importance-aware cache) ------
+
+    def set_layout(self, layout: str, bounds: np.ndarray) -> int:
+        """Register unit boundaries ``bounds`` (global, ascending, ``0 .. N``) under the
+        name ``layout``; the units overlapping this table are kept, clipped to its range.
+        Returns how many units overlap. The newest few layouts are kept."""
+        b = np.asarray(bounds)
+        if b.ndim != 1 or b.size < 2 or not np.issubdtype(b.dtype, np.integer):
+            raise InvalidArgumentError("unit bounds must be >= 2 ascending integers")
+        b = b.astype(np.int64)
+        if b[0] != 0 or (np.diff(b) <= 0).any() or b[-1] < self.stop:
+            raise InvalidArgumentError(
+                f"unit bounds must rise strictly from 0 to at least {self.stop}"
+            )
+        if not layout or len(layout) > 128:
+            raise InvalidArgumentError("a layout name is 1-128 characters")
+        first = int(np.searchsorted(b, self.start, side="right")) - 1
+        last = int(np.searchsorted(b, self.stop, side="left"))  # bound at or after stop
+        local = np.clip(b[first : last + 1], self.start, self.stop) - self.start
+        self._layouts.pop(layout, None)
+        self._layouts[layout] = (first, local)
+        while len(self._layouts) > _MAX_LAYOUTS:
+            self._layouts.pop(next(iter(self._layouts)))
+        return len(local) - 1
+
+    def unit_stats(self, layout: str) -> UnitStats:
+        """Mass and active rows of every unit overlapping this table, and the pruned
+        flags of its range (what the importance-aware cache ranks and filters by)."""
+        first, bounds = self._layout(layout)
+        self._refresh()
+        starts = bounds[:-1]
+        return UnitStats(
+            first_unit=first,
+            mass=np.add.reduceat(self._q, starts),
+            active=np.add.reduceat((~self._pruned).astype(np.int64), starts),
+            pruned=self._pruned.copy(),
+        )
+
+    def _layout(self, layout: str) -> tuple[int, np.ndarray]:
+        try:
+            return self._layouts[layout]
+        except KeyError:
+            raise UnknownLayoutError(f"unit layout {layout!r} is not registered") from None
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
         """Alg. 1 line 13, once per epoch number: ``q += eps`` on every active sample."""

@@ -14,6 +14,7 @@ from isloader.errors import IndexOutOfRangeError, InvalidArgumentError
 from isloader.store.api import ImportanceStore
 from isloader.store.client import StoreClient
 from isloader.store.local import LocalStore
+from isloader.store.records import UnitLayout
 from isloader.store.server import StoreServer
 from tests.helpers import chi_square_pvalue
 
@@ -81,6 +82,59 @@ def test_prune_uses_the_global_threshold_then_distribution_follows(store) -> Non
     back = store.readmit(1.0, seed=3, epoch=1)
     assert back == expected.sum()
     assert store.stats().active == N
+
+
+# Units of 7 rows: with 3 shards of 30, units 4 and 8 straddle two shards.
+LAYOUT = UnitLayout(np.r_[np.arange(0, N, 7), N])
+
+
+def _windows(store: ImportanceStore, windows: int, count: int, units: int, seed: int = 0):
+    return [
+        store.sample(count, seed=(seed, w), layout=LAYOUT, units=units) for w in range(windows)
+    ]
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_locality_aware_draws_keep_the_exact_marginals_and_weights(store, pruned) -> None:
+    q = seeded(store)
+    if pruned:
+        store.prune(1.5, epoch=1)
+        q = np.where(q <= q.sum() / (1.5 * N), 0.0, q)
+    plans = _windows(store, windows=3000, count=12, units=3)
+    # Draws inside a window are correlated (they share units); across windows they are
+    # independent, so the marginal is tested on one draw per window.
+    drawn = np.array([p.indices[0] for p in plans])
+    p = q / q.sum()
+    assert chi_square_pvalue(drawn, p) > 1e-3
+    active = int((q > 0).sum())
+    for plan in plans[:20]:
+        np.testing.assert_allclose(plan.probabilities, p[plan.indices], rtol=1e-9)
+        np.testing.assert_allclose(plan.weights, 1.0 / (active * p[plan.indices]), rtol=1e-9)
+
+
+def test_locality_aware_windows_touch_few_units_and_seeds_reproduce(store) -> None:
+    seeded(store)
+    plans = _windows(store, windows=50, count=300, units=2)
+    unit_of = np.searchsorted(LAYOUT.bounds, np.arange(N), side="right") - 1
+    touched = [len(np.unique(unit_of[p.indices])) for p in plans]
+    # two units per window, split across at most 3 shards (each shard keeps >= 1)
+    assert max(touched) <= 4 and np.mean(touched) < 3.5
+    again = _windows(store, windows=50, count=300, units=2)
+    for a, b in zip(plans, again, strict=True):
+        np.testing.assert_array_equal(a.indices, b.indices)
+    other = _windows(store, windows=1, count=300, units=2, seed=1)[0]
+    assert not np.array_equal(other.indices, plans[0].indices)
+
+
+def test_unit_stats_sum_pieces_of_straddling_units(store) -> None:
+    q = seeded(store)
+    store.prune(2.0, epoch=1)
+    live = np.where(q <= q.sum() / (2.0 * N), 0.0, q)
+    stats = store.unit_stats(LAYOUT)
+    starts = LAYOUT.bounds[:-1]
+    np.testing.assert_allclose(stats.mass, np.add.reduceat(live, starts))
+    np.testing.assert_array_equal(stats.active, np.add.reduceat((live > 0).astype(int), starts))
+    np.testing.assert_array_equal(stats.pruned, live == 0)
 
 
 def test_update_ema_and_lookup(store) -> None:

@@ -39,3 +39,32 @@ def test_refresh_equals_a_full_rebuild(n: int) -> None:
 
 def test_memory_is_sixteen_bytes_per_leaf_including_the_leaves() -> None:
     assert SumTree(1_000_000).nbytes == 16 * 1_000_000
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 13, 100, 1001])
+def test_range_cover_sums_and_draws_inside_a_range_follow_q(n: int) -> None:
+    from tests.helpers import chi_square_pvalue
+
+    rng = np.random.default_rng(n)
+    leaves = rng.gamma(0.5, 1.0, n) * (rng.random(n) > 0.2)
+    leaves[n // 2] = 1.0  # at least one leaf with mass
+    tree = SumTree(n)
+    tree.leaves[:] = leaves
+    tree.rebuild()
+    lo = rng.integers(0, n, 40)
+    hi = np.minimum(lo + rng.integers(1, max(2, n // 3), 40), n)
+    lo[0], hi[0] = 0, n  # the whole tree is a range too
+    cover = tree.cover(lo, hi)
+    mass = tree.sums(cover).sum(axis=1)
+    expected = np.array([leaves[a:b].sum() for a, b in zip(lo, hi, strict=True)])
+    np.testing.assert_allclose(mass, expected, rtol=1e-12)
+    k = int(np.argmax(hi - lo))  # the widest range gets the statistical check
+    draws = tree.find_in(cover, np.full(40_000, k), rng.random(40_000) * mass[k])
+    assert ((draws >= lo[k]) & (draws < hi[k])).all()
+    if (leaves[lo[k] : hi[k]] > 0).sum() > 1:
+        assert chi_square_pvalue(draws - lo[k], leaves[lo[k] : hi[k]] / mass[k]) > 1e-3
+    which = rng.integers(0, 40, 5000)  # many ranges at once: each draw stays in its own
+    usable = mass[which] > 0
+    which = which[usable]
+    draws = tree.find_in(cover, which, rng.random(which.size) * mass[which])
+    assert ((draws >= lo[which]) & (draws < hi[which])).all()

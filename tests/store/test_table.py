@@ -70,6 +70,35 @@ def test_weights_are_inverse_n_active_p_and_estimate_is_unbiased() -> None:
     assert expectation == pytest.approx(f[live].mean())
 
 
+def test_locality_aware_draws_have_exact_marginals_and_stay_in_g_units() -> None:
+    n, start = 400, 1000
+    table, q = measured_table(n=n, start=start, alpha=0.3)
+    rng = np.random.default_rng(5)
+    bounds = np.unique(np.r_[0, np.sort(rng.choice(np.arange(1, n + start), 80)), n + start])
+    table.set_layout("L", bounds)  # units of random sizes, the first one straddling start
+    unit_of = np.searchsorted(bounds, np.arange(start, start + n), side="right") - 1
+    first = []
+    rng = np.random.default_rng(6)
+    for _ in range(6000):
+        plan = table.sample(8, rng, layout="L", units=3)
+        assert len(np.unique(unit_of[plan.indices - start])) <= 3
+        first.append(plan.indices[0])
+    p = exact_p(q, np.zeros(n, bool))
+    assert chi_square_pvalue(np.array(first) - start, p) > 1e-3
+    np.testing.assert_allclose(plan.weights, 1.0 / (n * p[plan.indices - start]))
+
+
+def test_unknown_layout_and_bad_bounds_are_named_errors() -> None:
+    from isloader.errors import UnknownLayoutError
+
+    table, _ = measured_table(n=10)
+    with pytest.raises(UnknownLayoutError):
+        table.sample(4, np.random.default_rng(0), layout="nope", units=2)
+    for bad in ([0, 5, 5, 10], [1, 10], [0, 4], [0.0, 10.0]):
+        with pytest.raises(InvalidArgumentError):
+            table.set_layout("L", np.array(bad))
+
+
 def test_uniform_q_gives_unit_weights() -> None:
     table = ImportanceTable(TableConfig(0, 10))
     table.update(np.arange(10), np.full(10, 2.5))
