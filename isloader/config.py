@@ -27,7 +27,9 @@ class StoreSettings(BaseModel):
     range: str | None = Field(None, description="START:STOP, overrides the even split")
     host: str = Field("127.0.0.1", description="bind address (0.0.0.0 inside a container)")
     port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
-    alpha: float = Field(0.0, ge=0.0, lt=1.0, description="EMA memory a of Eq. 8")
+    alpha: float = Field(
+        0.3, ge=0.0, lt=1.0, description="EMA memory a of Eq. 8 (0.3: no one-off tiny q)"
+    )
     initial_q: float = Field(1.0, gt=0.0, description="q before a sample's first measurement")
     snapshot_uri: str | None = Field(None, description="fsspec directory URI for snapshots")
     snapshot_interval: float = Field(300.0, gt=0, description="seconds between snapshots")
