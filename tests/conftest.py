@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 
 import pytest
+
+# The readers' disk tier defaults to ~/.cache/isloader: tests keep theirs apart.
+_CACHE_DIR = tempfile.mkdtemp(prefix="isloader-test-cache-")
+os.environ["ISLOADER_CACHE_DIR"] = _CACHE_DIR
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

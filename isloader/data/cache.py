@@ -1,22 +1,39 @@
-"""Caches for fetched data: importance sampling keeps revisiting the hot samples.
+"""Caches of decoded units: importance sampling keeps revisiting the hot samples.
 
-``ByteLRU`` holds decoded units (row groups, tar samples) in memory up to a byte
-budget, segmented so that one-off reads cannot flush the hot set. ``DiskCache``
-keeps raw fetched byte ranges in a local directory up to a size limit, evicting the
-least recently used files.
+Two tiers (docs/architecture.md, "The importance-aware cache"):
+
+- ``ByteLRU``: decoded units in one process's memory up to a byte budget, segmented
+  so that one-off reads cannot flush the hot set.
+- ``UnitCache``: decoded units as Arrow IPC files on a node's local disk, memory-
+  mapped on read and shared by every process of the node; kept by **importance
+  mass**, not recency. Locality-aware draws fetch a unit with probability
+  ``mass_u / Q``, so the hit rate is the share of the mass the cached units cover,
+  and keeping the units of highest mass per byte maximises it.
+
+``UnitCache`` concurrency: a writer writes a temporary file and publishes it with
+``os.replace`` (readers see a whole unit or none); admission and eviction take an
+exclusive ``flock`` on the directory's lock file; a reader that mapped a file keeps
+its pages after another process unlinks it, and a file unlinked before it was
+opened is a miss.
 """
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import os
 import threading
+import uuid
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ByteLRU", "DiskCache"]
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["ByteLRU", "UnitCache", "CacheCounters"]
 
 
 class ByteLRU:
@@ -65,16 +82,22 @@ class ByteLRU:
         if nbytes > self.capacity:
             return
         with self._lock:
-            for segment in (self._probation, self._protected):
-                old = segment.pop(key, None)
-                if old is not None:
-                    if segment is self._probation:
-                        self._probation_bytes -= old[1]
-                    else:
-                        self._protected_bytes -= old[1]
+            self._drop(key)
             self._probation[key] = (value, nbytes)
             self._probation_bytes += nbytes
             self._evict()
+
+    def discard(self, key: Hashable) -> None:
+        with self._lock:
+            self._drop(key)
+
+    def _drop(self, key: Hashable) -> None:
+        old = self._probation.pop(key, None)
+        if old is not None:
+            self._probation_bytes -= old[1]
+        old = self._protected.pop(key, None)
+        if old is not None:
+            self._protected_bytes -= old[1]
 
     def _evict(self) -> None:
         while self.nbytes > self.capacity and self._probation:
@@ -85,47 +108,164 @@ class ByteLRU:
             self._protected_bytes -= size
 
 
-class DiskCache:
-    """Fetched byte ranges as files under ``directory``, at most ``limit_bytes`` in all."""
+@dataclass
+class CacheCounters:
+    """What one process's ``UnitCache`` did."""
 
-    def __init__(self, directory: str | os.PathLike[str], limit_bytes: int) -> None:
+    hits: int = 0
+    misses: int = 0
+    admitted: int = 0
+    rejected: int = 0
+    evicted: int = 0
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    unit: int
+    key: str
+    size: int
+
+
+class UnitCache:
+    """Decoded units on local disk, shared by a node's processes, ranked by mass per byte.
+
+    Args:
+        directory: the cache directory of one dataset (created if missing).
+        limit_bytes: most bytes of unit files kept in it.
+        key_for: what unit ``u`` must hold now (a digest of its shard's path and
+            fingerprint, its place in the shard and the columns); a file with another
+            key is stale (the shard changed, or the catalog) and goes first.
+        default_mass: each unit's mass before any importance is known (its row count:
+            uniform q), until ``set_mass``.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        limit_bytes: int,
+        *,
+        key_for: Callable[[int], str],
+        default_mass: np.ndarray,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.limit = limit_bytes
-        self._lock = threading.Lock()
-        self._bytes = sum(p.stat().st_size for p in self.directory.glob("*.bin"))
+        self.limit = int(limit_bytes)
+        self._key_for = key_for
+        self._mass = np.asarray(default_mass, dtype=np.float64)
+        self.counters = CacheCounters()
+        self._counter_lock = threading.Lock()
+        self._thread_lock = threading.Lock()
 
-    def _path(self, key: tuple[Any, ...]) -> Path:
-        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
-        return self.directory / f"{digest}.bin"
+    # -- reading ---------------------------------------------------------------------
 
-    def get(self, key: tuple[Any, ...]) -> bytes | None:
-        path = self._path(key)
+    def get(self, unit: int) -> pa.Table | None:
+        """The cached table of ``unit`` (memory-mapped), or None."""
+        path = self._path(unit, self._key_for(unit))
         try:
-            data = path.read_bytes()
+            source = pa.memory_map(str(path))
         except FileNotFoundError:
+            self._count(misses=1)
             return None
-        os.utime(path)  # recency for eviction
-        return data
+        table = pa.ipc.open_file(source).read_all()  # buffers keep the mapping alive
+        self._count(hits=1)
+        return table
 
-    def put(self, key: tuple[Any, ...], data: bytes) -> None:
-        if len(data) > self.limit:
-            return
-        path = self._path(key)
-        tmp = path.with_suffix(f".tmp{threading.get_ident()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        with self._lock:
-            self._bytes += len(data)
-            if self._bytes > self.limit:
-                self._evict()
+    # -- writing ---------------------------------------------------------------------
 
-    def _evict(self) -> None:
-        files = sorted(self.directory.glob("*.bin"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
-        for p in files:
-            if total <= self.limit * 0.9:
-                break
-            total -= p.stat().st_size
-            p.unlink(missing_ok=True)
-        self._bytes = total
+    def put(self, unit: int, table: pa.Table) -> bool:
+        """Offer ``table`` as the cached copy of ``unit``; True if it was kept.
+
+        It is kept when it fits, or when the units it would displace have less mass
+        per byte than it; otherwise the cache is left as it was.
+        """
+        key = self._key_for(unit)
+        tmp = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table)
+            size = tmp.stat().st_size
+            if size > self.limit:
+                self._count(rejected=1)
+                return False
+            density = self._mass[unit] / max(size, 1)
+            with self._exclusive():
+                entries = [e for e in self._entries() if (e.unit, e.key) != (unit, key)]
+                used = sum(e.size for e in entries)
+                victims = []
+                if used + size > self.limit:
+                    for entry, d in sorted(
+                        ((e, self._density(e)) for e in entries), key=lambda pair: pair[1]
+                    ):
+                        if used + size <= self.limit:
+                            break
+                        if d >= density:
+                            self._count(rejected=1)
+                            return False
+                        victims.append(entry)
+                        used -= entry.size
+                for entry in victims:
+                    entry.path.unlink(missing_ok=True)
+                os.replace(tmp, self._path(unit, key))
+            self._count(admitted=1, evicted=len(victims))
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- importance ------------------------------------------------------------------
+
+    def set_mass(self, mass: np.ndarray) -> None:
+        """Each unit's current importance mass (refreshed at epoch ends)."""
+        self._mass = np.asarray(mass, dtype=np.float64)
+
+    def covered_mass_share(self) -> float:
+        """Share of the total mass held by the units cached now (≈ the hit rate of
+        locality-aware draws)."""
+        total = float(self._mass.sum())
+        if total <= 0:
+            return 0.0
+        held = {e.unit for e in self._entries() if e.key == self._key_for(e.unit)}
+        return float(self._mass[list(held)].sum()) / total if held else 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.size for e in self._entries())
+
+    # -- internals -------------------------------------------------------------------
+
+    def _path(self, unit: int, key: str) -> Path:
+        return self.directory / f"{unit:010d}-{key}.arrow"
+
+    def _entries(self) -> list[_Entry]:
+        out = []
+        with os.scandir(self.directory) as it:
+            for item in it:
+                name = item.name
+                if not name.endswith(".arrow"):
+                    continue
+                unit, _, key = name[: -len(".arrow")].partition("-")
+                try:
+                    out.append(_Entry(Path(item.path), int(unit), key, item.stat().st_size))
+                except (FileNotFoundError, ValueError):
+                    continue  # evicted meanwhile by another process, or not ours
+        return out
+
+    def _density(self, entry: _Entry) -> float:
+        """Mass per byte of a cached file; stale files (-1) go first."""
+        if entry.unit >= len(self._mass) or entry.key != self._key_for(entry.unit):
+            return -1.0
+        return self._mass[entry.unit] / max(entry.size, 1)
+
+    @contextmanager
+    def _exclusive(self):
+        with self._thread_lock, open(self.directory / ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _count(self, **deltas: int) -> None:
+        with self._counter_lock:
+            for name, delta in deltas.items():
+                setattr(self.counters, name, getattr(self.counters, name) + delta)

@@ -89,25 +89,40 @@ class ParquetFooters:
         self._fetcher = fetcher
         self._footers: dict[int, tuple[pq.FileMetaData, int, bytes]] = {}
 
+    def prefetch(self, shards: np.ndarray) -> None:
+        """Fetch the tails of the shards not seen yet, all in one concurrent round."""
+        todo = [int(s) for s in np.unique(shards) if int(s) not in self._footers]
+        if len(todo) < 2:
+            return
+        sizes = [self._fetcher.catalog.shards[s].size for s in todo]
+        starts = [max(0, size - _TAIL) for size in sizes]
+        for shard, start, tail in zip(
+            todo, starts, self._fetcher.fetch(np.array(todo), np.array(starts), np.array(sizes))
+        ):
+            self._parse(shard, start, tail)
+
     def get(self, shard: int) -> tuple[pq.FileMetaData, int, bytes]:
         """``(metadata, tail offset, tail bytes)`` of the shard."""
         if shard not in self._footers:
             size = self._fetcher.catalog.shards[shard].size
             offset = max(0, size - _TAIL)
-            tail = self._fetch(shard, offset, size)
-            footer_len = int.from_bytes(tail[-8:-4], "little") if len(tail) >= 8 else -1
-            if tail[-4:] != b"PAR1" or footer_len < 0:
-                raise CorruptShardError(self._fetcher.catalog.uri(shard), "no Parquet footer")
-            if footer_len + 8 > len(tail):
-                offset = max(0, size - footer_len - 8)
-                tail = self._fetch(shard, offset, size)
-            try:
-                meta = pq.ParquetFile(SparseFile(size, {offset: tail})).metadata
-            except (pa.ArrowException, OSError) as exc:
-                uri = self._fetcher.catalog.uri(shard)
-                raise CorruptShardError(uri, f"unreadable footer ({exc})") from exc
-            self._footers[shard] = (meta, offset, tail)
+            self._parse(shard, offset, self._fetch(shard, offset, size))
         return self._footers[shard]
+
+    def _parse(self, shard: int, offset: int, tail: bytes) -> None:
+        size = self._fetcher.catalog.shards[shard].size
+        uri = self._fetcher.catalog.uri(shard)
+        footer_len = int.from_bytes(tail[-8:-4], "little") if len(tail) >= 8 else -1
+        if tail[-4:] != b"PAR1" or footer_len < 0:
+            raise CorruptShardError(uri, "no Parquet footer")
+        if footer_len + 8 > len(tail):
+            offset = max(0, size - footer_len - 8)
+            tail = self._fetch(shard, offset, size)
+        try:
+            meta = pq.ParquetFile(SparseFile(size, {offset: tail})).metadata
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptShardError(uri, f"unreadable footer ({exc})") from exc
+        self._footers[shard] = (meta, offset, tail)
 
     def _fetch(self, shard: int, start: int, end: int) -> bytes:
         return self._fetcher.fetch(np.array([shard]), np.array([start]), np.array([end]))[0]

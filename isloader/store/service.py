@@ -95,7 +95,9 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
     def SetLayout(
         self, request: pb.SetLayoutRequest, context: grpc.ServicerContext
     ) -> pb.SetLayoutResponse:
-        units = self._shard.set_layout(request.layout, decode_array(request.bounds, "<i8", "bounds"))
+        units = self._shard.set_layout(
+            request.layout, decode_array(request.bounds, "<i8", "bounds")
+        )
         return pb.SetLayoutResponse(shard=self._info(), units=units)
 
     @_rpc

@@ -95,7 +95,7 @@ def test_convert_rewrites_into_small_row_groups(tmp_path) -> None:
     full = write_parquet_shards(src, N, shards=1, rows_per_group=N)
     catalog = convert_parquet(src, str(tmp_path / "dst"), rows_per_group=40, rows_per_shard=200)
     assert len(catalog.shards) == 3
-    assert all(max(s.row_groups) <= 40 for s in catalog.shards)
+    assert catalog.unit_rows.max() <= 40
     idx = np.array([0, 599, 333])
     got = ShardReader(catalog).read(idx)
     assert got.drop_columns(["index"]).equals(full.take(idx))
@@ -150,9 +150,10 @@ def test_disk_cache_serves_repeated_reads_without_fetching(tmp_path) -> None:
     uri = str(tmp_path / "d")
     write_parquet_shards(uri, N, shards=1, rows_per_group=50)
     catalog = ShardCatalog.build(uri)
-    first = ShardReader(catalog, disk_cache_dir=str(tmp_path / "cache"), cache_bytes=0)
+    options = {"cache_dir": str(tmp_path / "cache"), "cache_local": True, "memory_bytes": 0}
+    first = ShardReader(catalog, **options)
     first.read(np.array([10, 400]))
-    second = ShardReader(catalog, disk_cache_dir=str(tmp_path / "cache"), cache_bytes=0)
+    second = ShardReader(catalog, **options)
     table = second.read(np.array([10, 400]))
     assert second.counters.bytes_fetched == 0
     assert table.column("x").to_pylist() == [5.0, 200.0]

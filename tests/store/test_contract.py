@@ -89,9 +89,7 @@ LAYOUT = UnitLayout(np.r_[np.arange(0, N, 7), N])
 
 
 def _windows(store: ImportanceStore, windows: int, count: int, units: int, seed: int = 0):
-    return [
-        store.sample(count, seed=(seed, w), layout=LAYOUT, units=units) for w in range(windows)
-    ]
+    return [store.sample(count, seed=(seed, w), layout=LAYOUT, units=units) for w in range(windows)]
 
 
 @pytest.mark.parametrize("pruned", [False, True])
