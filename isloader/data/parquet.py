@@ -96,9 +96,8 @@ class ParquetFooters:
             return
         sizes = [self._fetcher.catalog.shards[s].size for s in todo]
         starts = [max(0, size - _TAIL) for size in sizes]
-        for shard, start, tail in zip(
-            todo, starts, self._fetcher.fetch(np.array(todo), np.array(starts), np.array(sizes))
-        ):
+        tails = self._fetcher.fetch(np.array(todo), np.array(starts), np.array(sizes))
+        for shard, start, tail in zip(todo, starts, tails, strict=True):
             self._parse(shard, start, tail)
 
     def get(self, shard: int) -> tuple[pq.FileMetaData, int, bytes]:

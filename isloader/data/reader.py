@@ -173,7 +173,10 @@ class ShardReader:
         units = np.asarray(units, dtype=np.int64)
         tables = self._units(units, self._column_key(columns), full=True)
         index = np.concatenate(
-            [self.catalog.unit_bounds[u] + np.arange(t.num_rows) for u, t in zip(units, tables)]
+            [
+                self.catalog.unit_bounds[u] + np.arange(t.num_rows)
+                for u, t in zip(units, tables, strict=True)
+            ]
             or [np.zeros(0, np.int64)]
         )
         result = _concat([t.drop_columns([_ROW]) for t in tables])
