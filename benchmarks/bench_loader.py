@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report
 
 from isloader import ImportanceLoader, LocalStore, ShardCatalog
+from isloader.pipeline.loader import DEFAULT_PREFETCH, DEFAULT_WINDOW
 from isloader.pipeline.runtime import start_ray
 
 
@@ -67,7 +68,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--features", type=int, default=64)
-    parser.add_argument("--window", type=int, default=64, help="batches per plan window")
+    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="batches per window")
+    parser.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH, help="steps ahead")
     args = parser.parse_args()
     import ray
 
@@ -100,15 +102,16 @@ def main() -> None:
 
     store = LocalStore(len(catalog))
     loader = ImportanceLoader(
-        catalog, store=store, batch_size=args.batch, columns=["x", "y"], window=args.window
-    )
+        catalog, store=store, batch_size=args.batch, columns=["x", "y"], window=args.window,
+        prefetch=args.prefetch,
+    )  # fmt: skip
     init_rps = rate(loader.epoch(0))  # streaming pass; reports below set q
     q = rng.gamma(0.5, 1.0, len(catalog))
     store.update(np.arange(len(catalog)), q)
     loader_rps = float(np.median([rate(loader.epoch(e)) for e in (1, 2, 3)]))
     streaming = ImportanceLoader(
         catalog, store=store, batch_size=args.batch, columns=["x", "y"], window=args.window,
-        sampling="uniform",
+        prefetch=args.prefetch, sampling="uniform",
     )  # fmt: skip
     stream_rps = float(np.median([rate(streaming.epoch(e)) for e in (1, 2, 3)]))
     rows = [
@@ -123,6 +126,9 @@ def main() -> None:
             "rows": len(catalog),
             "batch": args.batch,
             "window": args.window,
+            "prefetch": args.prefetch,
+            "max_plan_staleness": max(h.max_plan_staleness for h in loader.history),
+            "staleness_bound": loader.staleness_bound,
             "loader_rows_per_s": loader_rps,
             "init_epoch_rows_per_s": init_rps,
             "streaming_rows_per_s": stream_rps,

@@ -30,7 +30,7 @@ from isloader.data.webdataset import samples_to_table, unit_samples
 from isloader.errors import CorruptShardError, InvalidArgumentError
 from isloader.store.records import UnitStats
 
-__all__ = ["ShardReader", "ReaderSettings", "default_cache_dir"]
+__all__ = ["ShardReader", "ReaderSettings", "default_cache_dir", "disk_tier_enabled"]
 
 _ROW = "__row"
 
@@ -72,6 +72,16 @@ class ReaderSettings:
     verify_every: float = 60.0
 
 
+def disk_tier_enabled(catalog: ShardCatalog, settings: ReaderSettings) -> bool:
+    """Whether readers of ``catalog`` use a disk tier: on unless turned off, and for
+    local datasets only with ``cache_local``."""
+    if settings.cache_dir == "":
+        return False
+    protocols = catalog.filesystem().protocol
+    local = "file" in (protocols if isinstance(protocols, tuple) else (protocols,))
+    return settings.cache_local or not local
+
+
 class ShardReader:
     """Random access to a catalog's rows; see the module docstring.
 
@@ -102,7 +112,7 @@ class ShardReader:
         )
         self._footers = ParquetFooters(self._fetcher)
         self._memory = ByteLRU(settings.memory_bytes)
-        self._disk: dict[tuple[str, ...] | None, UnitCache] = {}
+        self._disk: dict[tuple[str, ...] | None, UnitCache | None] = {}
         self._pruned: np.ndarray | None = None
         self._mass: np.ndarray | None = None
 
@@ -118,7 +128,7 @@ class ShardReader:
     def disk_counters(self) -> CacheCounters:
         """The disk tier's counters, summed over the column sets read."""
         total = CacheCounters()
-        for cache in self._disk.values():
+        for cache in filter(None, self._disk.values()):
             for name in total.__dict__:
                 setattr(total, name, getattr(total, name) + getattr(cache.counters, name))
         return total
@@ -138,7 +148,7 @@ class ShardReader:
         disk tier keeps units by mass, and caches only active rows."""
         self._mass = np.asarray(stats.mass, dtype=np.float64)
         self._pruned = np.asarray(stats.pruned, dtype=np.bool_)
-        for cache in self._disk.values():
+        for cache in filter(None, self._disk.values()):
             cache.set_mass(self._mass)
 
     def covered_mass_share(self, columns: list[str] | None = None) -> float:
@@ -289,11 +299,10 @@ class ShardReader:
         if key in self._disk:
             return self._disk[key]
         s = self.settings
-        directory = s.cache_dir if s.cache_dir is not None else default_cache_dir()
-        protocols = self._fetcher.fs.protocol
-        local = "file" in (protocols if isinstance(protocols, tuple) else (protocols,))
-        if not directory or (local and not s.cache_local):
+        if not disk_tier_enabled(self.catalog, s):
+            self._disk[key] = None
             return None
+        directory = s.cache_dir if s.cache_dir is not None else default_cache_dir()
         if "{node}" in directory:
             directory = directory.replace("{node}", _node_id())
         namespace = hashlib.sha1(f"{self.catalog.root}|{self.catalog.format}".encode())

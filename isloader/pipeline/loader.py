@@ -1,39 +1,54 @@
 """``ImportanceLoader``: the importance-sampled, pruned data loader a trainer iterates.
 
-Each ``epoch(e)`` is a Ray Data dataset of read tasks (see ``plan`` and ``tasks``)
-iterated in batches and handed over as torch tensors. Epoch 0 is the initialization epoch (Alg. 3)
-served as a streaming pass; after it every epoch samples with replacement from
-the store. At the end of an epoch the loader flushes its reports and, once for all
-ranks (rank 0, between barriers), applies ``end_epoch(eps)``, pruning every
-``prune_every`` epochs and optional readmission.
+Each ``epoch(e)`` iterates ``read_importance(loader, e)`` (a Ray Data dataset on
+``ImportanceDatasource``) in batches handed over as torch tensors. Epoch 0 is the
+initialization epoch (Alg. 3), served as a streaming pass; after it every epoch
+samples with replacement from the store, in windows of ``window`` batches whose
+plans are drawn at most ``window + prefetch`` steps before use. At the end of an
+epoch the loader flushes its reports and runs the epoch-end steps
+(``EpochProtocol``).
+
+After the initialization epoch the loader decides how windows read
+(docs/architecture.md, "Reading at streaming speed"): locality-aware draws over
+``G`` units (``units_per_window``, "auto" by default), unless the dataset's row
+order is clustered, where it warns and keeps independent draws.
 
 With the embedded ``LocalStore``, read tasks reach the store through the same gRPC
-API as a deployed one, served by the trainer process on 127.0.0.1: there is one
-table, the trainer's reports go to it directly, and Ray workers draw plans from it
-while the epoch runs (a single machine; several nodes use a deployed store).
+API as a deployed one, served by the trainer process on 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import bisect
-import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from isloader.data.catalog import ShardCatalog
-from isloader.importance import importance_metric
-from isloader.pipeline.plan import ReadTask, sampling_tasks, skip_rows, streaming_tasks
-from isloader.pipeline.reporter import Reporter
-from isloader.pipeline.tasks import CatalogRef, TaskContext, Transform, run_read_task
+from isloader.data.reader import ReaderSettings, disk_tier_enabled
+from isloader.pipeline.clock import RayStepClock
+from isloader.pipeline.plan import (
+    ReadTask,
+    layout_clustering,
+    sampling_tasks,
+    skip_rows,
+    streaming_tasks,
+    units_per_window,
+)
+from isloader.pipeline.protocol import EpochProtocol, MethodSettings, distributed_rank_world
+from isloader.pipeline.tasks import CatalogRef, TaskContext, Transform
 from isloader.store.api import ImportanceStore
 
-__all__ = ["ImportanceLoader", "EpochCounters"]
+__all__ = ["ImportanceLoader", "EpochCounters", "DEFAULT_WINDOW", "DEFAULT_PREFETCH"]
+
+DEFAULT_WINDOW = 8
+DEFAULT_PREFETCH = 16
+CLUSTERED = 4.0  # layout_clustering above this: independent draws
 
 
 @dataclass
@@ -46,26 +61,55 @@ class EpochCounters:
     samples: int = 0
     distinct_samples: int = 0
     bytes_fetched: float = 0.0
+    requests: float = 0.0
     cache_hits: float = 0.0
     cache_lookups: float = 0.0
-    max_plan_staleness: int = 0  # reports sent between a plan's draw and its use
+    cache_mass_covered: float = 0.0
+    units_per_window: int = 0
+    max_plan_staleness: int = 0  # trainer steps between a plan's draw and its use
+    staleness_bound: int = 0  # window + prefetch
+    max_weight: float = 0.0
+    weight_ess: float = 0.0  # (sum w)^2 / (n sum w^2): 1 for equal weights
+    steps_weight_over_10: float = 0.0  # share of steps holding a weight above 10
     reporter_max_depth: int = 0
     seconds: float = 0.0
     active_after: int = 0
     pruned_after: int = 0
+    _w: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], repr=False)
 
     @property
     def cache_hit_rate(self) -> float:
         return self.cache_hits / self.cache_lookups if self.cache_lookups else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "cache_hit_rate": self.cache_hit_rate}
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return {**out, "cache_hit_rate": self.cache_hit_rate}
 
+    def add_batch(self, columns: dict[str, np.ndarray], step: int) -> None:
+        """Count one batch (its bookkeeping columns are popped)."""
+        self.bytes_fetched += float(columns.pop("__fetched").sum())
+        self.requests += float(columns.pop("__requests").sum())
+        self.cache_hits += float(columns.pop("__hits").sum())
+        self.cache_lookups += float(columns.pop("__lookups").sum())
+        covered = columns.pop("__covered")
+        self.cache_mass_covered = max(self.cache_mass_covered, float(covered.max()))
+        drawn = int(columns.pop("__drawn_step").min())
+        if drawn >= 0:
+            self.max_plan_staleness = max(self.max_plan_staleness, step - drawn)
+        w = columns["weight"]
+        top = float(w.max())
+        self.max_weight = max(self.max_weight, top)
+        self.steps_weight_over_10 += top > 10
+        self._w[0] += float(w.sum())
+        self._w[1] += float(np.dot(w, w))
+        self._w[2] += len(w)
+        self.steps += 1
+        self.samples += len(w)
 
-def _distributed_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    def close(self) -> None:
+        total, squares, n = self._w
+        self.weight_ess = total * total / (n * squares) if squares else 0.0
+        self.steps_weight_over_10 = self.steps_weight_over_10 / self.steps if self.steps else 0.0
 
 
 def _to_torch(columns: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -81,11 +125,6 @@ def _to_torch(columns: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
 class ImportanceLoader:
     """Batches of torch tensors with ``index`` and ``weight`` columns.
 
@@ -94,7 +133,13 @@ class ImportanceLoader:
         store: ``LocalStore`` or ``StoreClient``.
         batch_size: per-rank batch size B.
         columns: columns to read (all when None); must be numeric after ``transform``.
-        window: batches per plan window; plans are at most this many steps stale.
+        window: batches per plan window (default 8).
+        prefetch: steps a plan may be drawn ahead of its window (default 16). A batch
+            is used at most ``window + prefetch`` steps after its plan was drawn
+            (``window=1, prefetch=0`` is the paper exactly, and slow).
+        units_per_window: locality-aware draws: ``"auto"`` (default) picks ``G`` after
+            the initialization epoch (``plan.units_per_window``), ``None`` keeps
+            independent draws, an int fixes ``G``.
         seed: fixes every plan, with the epoch, step and rank.
         sampling: ``"importance"`` (the paper) or ``"uniform"`` (a shuffled pass
             every epoch: the baseline).
@@ -108,7 +153,9 @@ class ImportanceLoader:
         steps_per_epoch: override of the equal-steps default ``N / (B * world)``.
         rank, world_size: default from torch.distributed or RANK / WORLD_SIZE.
         transform: function on each task's numpy columns (decode, augment).
-        prefetch_batches: batches Ray prepares ahead of the trainer.
+        cache_dir, cache_bytes, memory_bytes: the readers' caches (``ReaderSettings``:
+            a disk tier per node for remote datasets, kept by importance mass).
+        storage_options: fsspec options to reach the dataset.
     """
 
     def __init__(
@@ -118,7 +165,9 @@ class ImportanceLoader:
         store: ImportanceStore,
         batch_size: int,
         columns: list[str] | None = None,
-        window: int = 16,
+        window: int = DEFAULT_WINDOW,
+        prefetch: int = DEFAULT_PREFETCH,
+        units_per_window: int | str | None = "auto",
         seed: int = 0,
         sampling: str = "importance",
         metric: str = "output_grad_norm",
@@ -132,14 +181,20 @@ class ImportanceLoader:
         rank: int | None = None,
         world_size: int | None = None,
         transform: Transform | None = None,
-        prefetch_batches: int = 4,
-        cache_bytes: int = 256 << 20,
+        cache_dir: str | None = None,
+        cache_bytes: int | None = None,
+        memory_bytes: int = 256 << 20,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        if sampling not in ("importance", "uniform"):
-            raise ValueError(f"sampling must be 'importance' or 'uniform', got {sampling!r}")
-        if batch_size < 1 or window < 1:
-            raise ValueError("batch_size and window must be >= 1")
+        if batch_size < 1 or window < 1 or prefetch < 0:
+            raise ValueError("batch_size and window must be >= 1, prefetch >= 0")
+        if not (units_per_window in ("auto", None) or isinstance(units_per_window, int)):
+            raise ValueError(f"units_per_window: 'auto', None or an int, not {units_per_window!r}")
+        self.method = MethodSettings(
+            sampling=sampling, metric=metric, loss=loss, loss_fn=loss_fn, eps=eps,
+            prune_every=prune_every, prune_k=prune_k, readmit_fraction=readmit_fraction,
+            seed=seed,
+        )  # fmt: skip
         self.catalog = (
             dataset
             if isinstance(dataset, ShardCatalog)
@@ -153,25 +208,40 @@ class ImportanceLoader:
         self.batch_size = batch_size
         self.columns = columns
         self.window = window
+        self.prefetch = prefetch
+        self.units_setting = units_per_window
+        self.units = units_per_window if isinstance(units_per_window, int) else 0
         self.seed = seed
         self.sampling = sampling
-        self.eps = eps
-        self.prune_every = prune_every
-        self.prune_k = prune_k
-        self.readmit_fraction = readmit_fraction
         self.steps_per_epoch = steps_per_epoch
-        default_rank, default_world = _distributed_rank_world()
+        default_rank, default_world = distributed_rank_world()
         self.rank = default_rank if rank is None else rank
         self.world_size = default_world if world_size is None else world_size
         self.transform = transform
-        self.prefetch_batches = prefetch_batches
-        self.cache_bytes = cache_bytes
-        self.reporter = Reporter(store, importance_metric(metric, loss=loss, loss_fn=loss_fn))
+        self.reader_settings = ReaderSettings(
+            columns=tuple(columns) if columns is not None else None,
+            memory_bytes=memory_bytes,
+            cache_dir=cache_dir,
+            cache_bytes=cache_bytes,
+        )
+        self.protocol = EpochProtocol(store, self.method, self.rank)
         self.history: list[EpochCounters] = []
         self._id = uuid.uuid4().hex
-        self._context: TaskContext | None = None
+        self._catalog_ref: CatalogRef | None = None
+        self._clock: RayStepClock | None = None
         self._position = (0, 0)  # (epoch, batches consumed in it)
-        self._report_times: list[float] = []
+        self._finished = -1  # steps the trainer finished in the current epoch
+        self._thresholds: list[int] = []
+        self._disk_tier = disk_tier_enabled(self.catalog, self.reader_settings)
+
+    @property
+    def row_bytes(self) -> int:
+        """Estimated bytes per row as read (for Ray's memory planning)."""
+        return int(max(64, self.catalog.unit_bytes().sum() / max(len(self.catalog), 1)))
+
+    @property
+    def staleness_bound(self) -> int:
+        return self.window + self.prefetch
 
     # -- the epoch protocol -------------------------------------------------------
 
@@ -184,9 +254,9 @@ class ImportanceLoader:
         c = self.catalog
         if self.mode(epoch) == "stream":
             tasks = streaming_tasks(
-                np.diff(c.unit_starts),
+                c.unit_rows,
                 c.unit_shard,
-                c.unit_starts[:-1],
+                c.unit_bounds[:-1],
                 seed=self.seed,
                 epoch=epoch,
                 rank=self.rank,
@@ -209,89 +279,140 @@ class ImportanceLoader:
             tasks = skip_rows(tasks, done_batches * self.batch_size)
         return tasks
 
-    def dataset(self, epoch: int) -> Any:
-        """The Ray dataset of ``epoch`` for this rank (what ``epoch()`` iterates)."""
+    def task_context(self, epoch: int, *, bookkeeping: bool = False) -> TaskContext:
+        """What the read tasks of ``epoch`` need (the store connection, the clock);
+        ``bookkeeping`` adds the columns ``EpochCounters`` counts."""
         import ray
 
-        tasks = self.tasks(epoch)
-        context = self._task_context()
-        ds = ray.data.range(max(len(tasks), 1), override_num_blocks=max(len(tasks), 1))
+        if self._catalog_ref is None:
+            self._catalog_ref = CatalogRef(ray.put(self.catalog))
+        sample = self.mode(epoch) == "sample"
+        return TaskContext(
+            loader_id=self._id,
+            catalog=self._catalog_ref,
+            reader=self.reader_settings,
+            store=getattr(self.store, "connection", None) if sample else None,
+            transform=self.transform,
+            epoch=epoch,
+            layout=self.catalog.layout if (self.units or self._disk_tier) else None,
+            units=self.units,
+            clock=self._clock if sample else None,
+            prefetch=self.prefetch,
+            refresh_importance=sample and self._disk_tier,
+            bookkeeping=bookkeeping,
+        )
 
-        def read(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return run_read_task(tasks[int(batch["id"][0])], context)
+    def dataset(self, epoch: int, *, bookkeeping: bool = False) -> Any:
+        """Epoch ``epoch`` for this rank as a ``ray.data.Dataset`` (``read_importance``)."""
+        from isloader.pipeline.datasource import read_importance
 
-        if not tasks:
-            return ds.limit(0)
-        return ds.map_batches(read, batch_size=None, batch_format="numpy")
+        self._start_epoch(epoch)
+        return read_importance(self, epoch, bookkeeping=bookkeeping)
 
     def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         """Iterate one epoch's batches; the epoch-end steps run when it is exhausted."""
-        import ray
-
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # resumable, reproducible order
-        counters = EpochCounters(epoch=epoch, mode=self.mode(epoch))
-        if self._position[0] != epoch:
-            self._position = (epoch, 0)
-        self._report_times.clear()  # plans of this epoch are drawn after it starts
+        counters = EpochCounters(
+            epoch=epoch, mode=self.mode(epoch), units_per_window=self.units,
+            staleness_bound=self.staleness_bound if self.mode(epoch) == "sample" else 0,
+        )  # fmt: skip
         start = time.perf_counter()
         seen = []
         # iter_batches + torch.from_numpy (zero-copy) is several times faster here than
         # iter_torch_batches, which re-formats every batch through Arrow.
-        batches = self.dataset(epoch).iter_batches(
+        batches = self.dataset(epoch, bookkeeping=True).iter_batches(
             batch_size=self.batch_size,
             batch_format="numpy",
-            prefetch_batches=self.prefetch_batches,
+            prefetch_batches=max(1, self.prefetch),
             drop_last=False,
         )
         for columns in batches:
-            counters.bytes_fetched += float(columns.pop("__fetched").sum())
-            counters.cache_hits += float(columns.pop("__hits").sum())
-            counters.cache_lookups += float(columns.pop("__lookups").sum())
-            drawn = float(columns.pop("__drawn_at").min())
-            stale = len(self._report_times) - bisect.bisect_right(self._report_times, drawn)
-            counters.max_plan_staleness = max(counters.max_plan_staleness, stale)
-            batch = _to_torch(columns)
-            counters.steps += 1
-            counters.samples += len(batch["index"])
+            step = self._position[1]
+            counters.add_batch(columns, step)
             seen.append(columns["index"])
-            self._position = (epoch, self._position[1] + 1)
+            batch = _to_torch(columns)
+            self._position = (epoch, step + 1)
             yield batch
+            self._advance(step + 1)
         self._finish_epoch(epoch, counters, seen, start)
 
     def report(self, index: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         """Send ``q_new`` for this batch (asynchronously; never blocks the step)."""
-        if self.sampling == "uniform":
-            return  # the uniform baseline measures nothing
-        self._report_times.append(time.time())
-        self.reporter.report(index, outputs, targets)
+        if self.protocol.report(index, outputs, targets):
+            self._advance(self._finished + 1)
+
+    def end_epoch(self, epoch: int) -> None:
+        """The epoch-end steps, for callers iterating ``dataset(epoch)`` themselves."""
+        counters = EpochCounters(epoch=epoch, mode=self.mode(epoch))
+        self._finish_epoch(epoch, counters, [], time.perf_counter())
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _start_epoch(self, epoch: int) -> None:
+        if self._position[0] != epoch:
+            self._position = (epoch, 0)
+        self._finished = self._position[1]
+        self._thresholds = sorted(
+            t.first_step - self.prefetch for t in self.tasks(epoch) if t.count
+        )
+        if self.mode(epoch) == "sample":
+            if self._clock is not None:
+                self._clock.forget()
+            # one counter per epoch: its updates only ever raise it (max), so their
+            # order in the threaded actor does not matter
+            self._clock = RayStepClock(f"{self._id}:{epoch}")
+            self._clock.advance(self._finished)
+
+    def _advance(self, finished: int) -> None:
+        """The trainer finished ``finished`` steps: wake the tasks that may draw now."""
+        if finished <= self._finished:
+            return
+        self._finished = finished
+        if self._thresholds and self._thresholds[0] <= finished and self._clock is not None:
+            while self._thresholds and self._thresholds[0] <= finished:
+                self._thresholds.pop(0)
+            self._clock.advance(finished)
 
     def _finish_epoch(
         self, epoch: int, counters: EpochCounters, seen: list[np.ndarray], start: float
     ) -> None:
-        self.reporter.flush()
-        _barrier()
-        if self.rank == 0 and self.sampling == "importance":
-            self.store.end_epoch(epoch, self.eps)
-            if self.prune_every and epoch >= 1 and epoch % self.prune_every == 0:
-                self.store.prune(self.prune_k, epoch=epoch)
-                if self.readmit_fraction:
-                    self.store.readmit(self.readmit_fraction, seed=(self.seed, epoch), epoch=epoch)
-        _barrier()
-        stats = self.store.stats()
+        stats = self.protocol.finish_epoch(epoch)
         counters.active_after, counters.pruned_after = stats.active, stats.pruned
         counters.distinct_samples = int(np.unique(np.concatenate(seen)).size) if seen else 0
-        counters.reporter_max_depth = self.reporter.max_depth
+        counters.reporter_max_depth = self.protocol.reporter.max_depth
+        self.protocol.reporter.max_depth = 0
+        counters.close()
         counters.seconds = time.perf_counter() - start
-        self.reporter.max_depth = 0
         self.history.append(counters)
         self._position = (epoch + 1, 0)
+        if epoch == 0 and self.sampling == "importance" and self.units_setting == "auto":
+            self._choose_units(stats.sum_sq)
+
+    def _choose_units(self, sum_sq: float) -> None:
+        """After the initialization epoch: ``G`` for locality-aware draws, or 0."""
+        layout = self.catalog.layout
+        units = self.store.unit_stats(layout)
+        score = layout_clustering(units.mass, units.active, sum_sq)
+        if score > CLUSTERED:
+            warnings.warn(
+                f"the dataset's row order looks clustered (units differ {score:.1f}x more than "
+                "in a random order): locality-aware draws would bias each window, so they "
+                "stay off. `isloader convert --shuffle-rows` fixes the layout once.",
+                stacklevel=3,
+            )
+            self.units = 0
+            return
+        self.units = units_per_window(self.window * self.batch_size, units.active, units.mass)
 
     # -- resume ---------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: resuming continues with the same remaining plan."""
-        return {"epoch": self._position[0], "batches": self._position[1], "seed": self.seed}
+        return {
+            "epoch": self._position[0],
+            "batches": self._position[1],
+            "seed": self.seed,
+            "units_per_window": self.units,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed") != self.seed:
@@ -299,21 +420,12 @@ class ImportanceLoader:
                 f"state was saved with seed {state.get('seed')}, loader has {self.seed}"
             )
         self._position = (int(state["epoch"]), int(state["batches"]))
+        self.units = int(state.get("units_per_window", self.units))
 
     def close(self) -> None:
-        self.reporter.flush()
+        try:
+            self.protocol.close()
+        finally:
+            if self._clock is not None:
+                self._clock.forget()
 
-    def _task_context(self) -> TaskContext:
-        if self._context is None:
-            import ray
-
-            connection = getattr(self.store, "connection", None)
-            self._context = TaskContext(
-                loader_id=self._id,
-                catalog=CatalogRef(ray.put(self.catalog)),
-                columns=self.columns,
-                store=connection if self.sampling == "importance" else None,
-                transform=self.transform,
-                cache_bytes=self.cache_bytes,
-            )
-        return self._context

@@ -1,6 +1,6 @@
 """Which rows each read task of an epoch serves: pure numpy, no Ray.
 
-Two kinds of epoch (DESIGN.md section 1):
+Two kinds of epoch (docs/architecture.md, "The method"):
 
 - a **streaming** pass (the initialization epoch, Alg. 3, and the uniform
   baseline): shards in a shuffled order, each read sequentially a unit (row group
@@ -11,7 +11,12 @@ Two kinds of epoch (DESIGN.md section 1):
 - a **sampling** epoch: ``steps`` batches per rank (``N / (B * world)`` by the
   equal-steps convention), in windows of ``window`` batches; each window is one
   task that draws its plan from the store when it runs, seeded by
-  ``(seed, epoch, step, rank)``.
+  ``(seed, epoch, step, rank)``, once the trainer is close enough (``first_step``
+  and the step clock keep plans no staler than ``window + prefetch`` steps).
+
+And the rules that pick how a sampling window reads: ``units_per_window`` (how many
+units a locality-aware window may touch) and ``layout_clustering`` (whether the
+units are too alike inside and too different from each other for that to be safe).
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["ReadTask", "streaming_tasks", "sampling_tasks", "skip_rows"]
+__all__ = [
+    "ReadTask",
+    "streaming_tasks",
+    "sampling_tasks",
+    "skip_rows",
+    "units_per_window",
+    "layout_clustering",
+]
 
 _STREAM = 0x57
 
@@ -30,7 +42,8 @@ class ReadTask:
     """One read task: whole ``units``, explicit ``indices``, or ``count`` sampled rows.
 
     ``skip`` drops that many leading rows (resuming mid-epoch); ``seed`` fixes the
-    in-task shuffle or the plan draw.
+    in-task shuffle or the plan draw; ``first_step`` is the epoch step (batch) where
+    a sampling window starts.
     """
 
     rows: int
@@ -40,6 +53,7 @@ class ReadTask:
     count: int = 0
     skip: int = 0
     shuffle: bool = True
+    first_step: int = 0
 
 
 def streaming_tasks(
@@ -103,7 +117,13 @@ def sampling_tasks(
     for first in range(0, steps, window):
         count = min(window, steps - first) * batch_size
         tasks.append(
-            ReadTask(rows=count, seed=(seed, epoch, first, rank), count=count, shuffle=False)
+            ReadTask(
+                rows=count,
+                seed=(seed, epoch, first, rank),
+                count=count,
+                shuffle=False,
+                first_step=first,
+            )
         )
     return tasks
 
@@ -118,3 +138,48 @@ def skip_rows(tasks: list[ReadTask], rows: int) -> list[ReadTask]:
         out.append(replace(task, skip=rows) if rows else task)
         rows = 0
     return out
+
+
+def units_per_window(
+    draws: int,
+    active_rows: np.ndarray,
+    mass: np.ndarray,
+    *,
+    candidates: float = 8.0,
+    max_share: float = 0.5,
+) -> int:
+    """How many units ``G`` a window of ``draws`` locality-aware draws may touch; 0 means
+    independent draws.
+
+    ``G = ceil(candidates * draws / U_active)`` with ``U_active`` the mean active rows of
+    the units that hold mass: each draw then has ``candidates`` rows to choose from, and
+    the variance of the window's weighted gradient is about ``1 + 2 / candidates`` times
+    that of independent draws (random row order). When that ``G`` is more than
+    ``max_share`` of the units with mass, locality saves little: independent draws.
+    """
+    live = mass > 0
+    units = int(live.sum())
+    if draws < 1 or units == 0:
+        return 0
+    mean_rows = float(active_rows[live].mean())
+    g = int(np.ceil(candidates * draws / max(mean_rows, 1.0)))
+    return 0 if g > max_share * units else g
+
+
+def layout_clustering(mass: np.ndarray, active: np.ndarray, sum_sq: float) -> float:
+    """How much more the units' mean ``q`` differ than a random row order would make them.
+
+    ``Var_u(mean q_u) / (Var(q) / U)``: about 1 when rows are in random order, far above
+    it when similar samples sit together (sorted by class, by source). There a window
+    restricted to a few units sees a biased slice of the data at each step, and no G
+    that saves reads is safe.
+    """
+    live = active > 0
+    if live.sum() < 2:
+        return 0.0
+    n = float(active[live].sum())
+    mean = float(mass[live].sum()) / n
+    var_q = max(sum_sq / n - mean**2, 1e-300)
+    unit_mean = mass[live] / active[live]
+    between = float(np.average((unit_mean - mean) ** 2, weights=active[live]))
+    return between / (var_q / float(active[live].mean()))

@@ -1,19 +1,19 @@
 """``Reporter``: sends each batch's ``q_new`` to the store without blocking the step.
 
 The metric is computed on the trainer's device from the outputs it already has;
-moving the result to the host and the RPC happen on a background thread, behind a
-bounded queue (a full queue applies back-pressure rather than dropping updates).
+moving the result to the host and the store call happen on the ``BackgroundSender``
+thread, behind a bounded queue (a full queue applies back-pressure rather than
+dropping updates; a store that hangs surfaces as an error, not a stalled step).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from isloader.sender import BackgroundSender
 from isloader.store.api import ImportanceStore
 
 __all__ = ["Reporter"]
@@ -27,36 +27,36 @@ class Reporter:
     def __init__(self, store: ImportanceStore, metric: Metric, max_pending: int = 64) -> None:
         self._store = store
         self._metric = metric
-        self._queue: queue.Queue[tuple[torch.Tensor, torch.Tensor]] = queue.Queue(max_pending)
-        self._failure: BaseException | None = None
-        self.max_depth = 0
+        self._sender: BackgroundSender[tuple[torch.Tensor, torch.Tensor]] = BackgroundSender(
+            self._send, max_pending=max_pending, name="isloader-reporter"
+        )
         self.reported = 0
-        self._thread = threading.Thread(target=self._run, daemon=True, name="isloader-reporter")
-        self._thread.start()
+
+    @property
+    def max_depth(self) -> int:
+        return self._sender.max_depth
+
+    @max_depth.setter
+    def max_depth(self, value: int) -> None:
+        self._sender.max_depth = value
 
     def report(self, index: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-        """Queue ``q_new = metric(outputs, targets)`` for ``index``."""
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
+        """Queue ``q_new = metric(outputs, targets)`` for ``index``.
+
+        Raises:
+            The failure of an earlier report (kept queued; ``flush`` retries it).
+        """
         q = self._metric(outputs.detach(), targets.detach())
-        self._queue.put((index.detach(), q.detach()))
-        self.max_depth = max(self.max_depth, self._queue.qsize())
+        self._sender.submit((index.detach(), q.detach()))
         self.reported += 1
 
     def flush(self) -> None:
         """Return once every queued report is acknowledged by the store."""
-        self._queue.join()
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
+        self._sender.flush()
 
-    def _run(self) -> None:
-        while True:
-            index, q = self._queue.get()
-            try:
-                self._store.update(index.cpu().numpy().astype(np.int64), q.cpu().double().numpy())
-            except BaseException as exc:  # surfaced by the next report() or flush()
-                self._failure = exc
-            finally:
-                self._queue.task_done()
+    def close(self) -> None:
+        self._sender.close()
+
+    def _send(self, item: tuple[torch.Tensor, torch.Tensor]) -> None:
+        index, q = item
+        self._store.update(index.cpu().numpy().astype(np.int64), q.cpu().double().numpy())

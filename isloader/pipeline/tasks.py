@@ -1,14 +1,16 @@
-"""The body of a read task, run by Ray Data in a worker process.
+"""The body of a read task, run in a worker process (a Ray worker, or a
+``torch.utils.data`` worker).
 
-A task draws its plan from the store *when it runs* (not when the dataset is
-built), reads the rows through the data-plane reader, applies the user transform,
-and returns numpy columns. Readers and store clients are kept per worker process,
-so the row-group cache stays warm across the tasks a worker runs.
+A sampling task waits on the step clock until the trainer is close enough, draws
+its plan from the store *then*, reads the rows through the data-plane reader,
+applies the user transform and returns numpy columns. Readers and store clients
+are kept per worker process, so the memory tier stays warm across the tasks a
+worker runs; once per epoch a process refreshes its disk tier's view of the unit
+masses and pruned rows from the store.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +19,24 @@ import numpy as np
 import pyarrow as pa
 
 from isloader.data.catalog import ShardCatalog
-from isloader.data.reader import ShardReader
+from isloader.data.reader import ReaderSettings, ShardReader
+from isloader.pipeline.clock import StepClock
 from isloader.pipeline.plan import ReadTask
-from isloader.store.client import StoreClient, StoreConnection
+from isloader.store.api import ImportanceStore
+from isloader.store.client import StoreConnection
+from isloader.store.records import UnitLayout
 
-__all__ = ["TaskContext", "run_read_task", "table_to_numpy"]
+__all__ = ["TaskContext", "CatalogRef", "run_read_task", "table_to_numpy", "BOOKKEEPING"]
 
 Transform = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
+# Per-row columns a task adds for the loader's counters (totals spread over rows).
+BOOKKEEPING = ("__fetched", "__requests", "__hits", "__lookups", "__drawn_step", "__covered")
+
 _READERS: dict[str, ShardReader] = {}
-_STORES: dict[StoreConnection, StoreClient] = {}
+_STORES: dict[StoreConnection, ImportanceStore] = {}
+_REFRESHED: dict[str, int] = {}
+_CLOCK_TIMEOUT = 600.0
 
 
 class CatalogRef:
@@ -38,16 +48,28 @@ class CatalogRef:
 
 @dataclass(frozen=True)
 class TaskContext:
-    """What every read task of one loader needs (pickled once per task)."""
+    """What every read task of one loader epoch needs (pickled once per task).
+
+    ``store`` is a connection (worker processes connect to it) or, in-process, a
+    store object; ``units`` is ``G`` for locality-aware draws (0: independent);
+    ``clock`` and ``prefetch`` bound plan staleness; ``bookkeeping`` adds the
+    ``BOOKKEEPING`` columns.
+    """
 
     loader_id: str
     catalog: CatalogRef | ShardCatalog
-    columns: list[str] | None
-    store: StoreConnection | None
+    reader: ReaderSettings
+    store: StoreConnection | ImportanceStore | None
     transform: Transform | None
-    cache_bytes: int
+    epoch: int = 0
+    layout: UnitLayout | None = None
+    units: int = 0
+    clock: StepClock | None = None
+    prefetch: int = 0
+    refresh_importance: bool = False
+    bookkeeping: bool = True
 
-    def reader(self) -> ShardReader:
+    def shard_reader(self) -> ShardReader:
         reader = _READERS.get(self.loader_id)
         if reader is None:
             catalog = self.catalog
@@ -55,12 +77,14 @@ class TaskContext:
                 import ray
 
                 catalog = ray.get(catalog.ref)
-            reader = ShardReader(catalog, columns=self.columns, cache_bytes=self.cache_bytes)
-            _READERS[self.loader_id] = reader
+            reader = _READERS[self.loader_id] = ShardReader(catalog, self.reader)
         return reader
 
-    def store_client(self) -> StoreClient:
-        assert self.store is not None, "a sampling task needs a store connection"
+    def store_client(self) -> ImportanceStore:
+        if self.store is None:
+            raise RuntimeError("a sampling task needs a store")
+        if not isinstance(self.store, StoreConnection):
+            return self.store
         client = _STORES.get(self.store)
         if client is None:
             client = _STORES[self.store] = self.store.connect()
@@ -82,15 +106,28 @@ def table_to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
+def _refresh(context: TaskContext, reader: ShardReader, store: ImportanceStore) -> None:
+    """Once per epoch and process: the disk tier learns the unit masses and pruned rows."""
+    if context.layout is None or _REFRESHED.get(context.loader_id) == context.epoch:
+        return
+    reader.set_importance(store.unit_stats(context.layout))
+    _REFRESHED[context.loader_id] = context.epoch
+
+
 def run_read_task(task: ReadTask, context: TaskContext) -> dict[str, np.ndarray]:
     """Rows of one task as numpy columns, with ``index``, ``weight`` and bookkeeping."""
-    reader = context.reader()
-    fetched_before = reader.counters.bytes_fetched
-    hits, misses = reader.counters.cache_hits, reader.counters.cache_misses
-    drawn_at = time.time()
+    reader = context.shard_reader()
+    before = reader.counters.snapshot()
+    drawn = -1
     if task.count:
-        plan = context.store_client().sample(task.count, task.seed)
+        if context.clock is not None:
+            drawn = context.clock.wait(task.first_step - context.prefetch, _CLOCK_TIMEOUT)
+        store = context.store_client()
+        if context.refresh_importance:
+            _refresh(context, reader, store)
+        plan = store.sample(task.count, task.seed, layout=context.layout, units=context.units)
         table = reader.read(plan.indices)
+
         weights = plan.weights
     elif task.units:
         table = reader.read_units(np.array(task.units))
@@ -107,13 +144,27 @@ def run_read_task(task: ReadTask, context: TaskContext) -> dict[str, np.ndarray]
     columns["weight"] = weights.astype(np.float32)
     if context.transform is not None:
         columns = context.transform(columns)
-    rows = len(columns["index"])
-    fetched = reader.counters.bytes_fetched - fetched_before
-    share = 1.0 / max(rows, 1)
-    columns["__fetched"] = np.full(rows, fetched * share)
-    columns["__hits"] = np.full(rows, (reader.counters.cache_hits - hits) * share)
-    columns["__lookups"] = np.full(
-        rows, (reader.counters.cache_hits + reader.counters.cache_misses - hits - misses) * share
-    )
-    columns["__drawn_at"] = np.full(rows, drawn_at)
+    if context.bookkeeping:
+        _add_bookkeeping(columns, reader, before, drawn, context)
     return columns
+
+
+def _add_bookkeeping(
+    columns: dict[str, np.ndarray],
+    reader: ShardReader,
+    before: dict[str, int],
+    drawn: int,
+    context: TaskContext,
+) -> None:
+    rows = len(columns["index"])
+    after = reader.counters.snapshot()
+    share = 1.0 / max(rows, 1)
+    hits = after["cache_hits"] - before["cache_hits"]
+    lookups = hits + after["cache_misses"] - before["cache_misses"]
+    covered = reader.covered_mass_share() if context.refresh_importance else 0.0
+    columns["__fetched"] = np.full(rows, (after["bytes_fetched"] - before["bytes_fetched"]) * share)
+    columns["__requests"] = np.full(rows, (after["requests"] - before["requests"]) * share)
+    columns["__hits"] = np.full(rows, hits * share)
+    columns["__lookups"] = np.full(rows, lookups * share)
+    columns["__drawn_step"] = np.full(rows, drawn, dtype=np.int64)
+    columns["__covered"] = np.full(rows, covered)

@@ -1,0 +1,113 @@
+"""Step clocks: how plans stay no staler than promised, by construction.
+
+A read task that draws a plan window starting at epoch step ``f`` first waits until
+the trainer has finished ``f - prefetch`` steps. Every batch of the window is then
+used at most ``window + prefetch`` steps after its plan was drawn, however far
+ahead the executor would otherwise run (docs/architecture.md, "Staleness").
+
+The trainer side advances the clock (batches handed out, reports sent); read tasks
+wait on it. ``RayStepClock`` is a small threaded Ray actor shared by the loaders of
+one driver; ``SharedStepClock`` is a shared integer for ``torch.utils.data``
+workers on one machine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from typing import Any, Protocol
+
+__all__ = ["StepClock", "RayStepClock", "SharedStepClock"]
+
+
+class StepClock(Protocol):
+    def advance(self, steps: int) -> None:
+        """The trainer has finished ``steps`` steps of the current epoch."""
+
+    def wait(self, steps: int, timeout: float) -> int:
+        """Block until at least ``steps`` steps are finished (or ``timeout`` seconds
+        pass); returns the steps finished at wake-up."""
+
+
+class _Clocks:
+    """The actor: named counters, and waiters parked on a condition."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, int] = {}
+        self._cond = threading.Condition()
+
+    def advance(self, key: str, steps: int) -> None:
+        with self._cond:
+            self._steps[key] = max(self._steps.get(key, -1), steps)
+            self._cond.notify_all()
+
+    def wait(self, key: str, steps: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self._steps.get(key, -1) >= steps, timeout)
+            return self._steps.get(key, -1)
+
+    def forget(self, key: str) -> None:
+        with self._cond:
+            self._steps.pop(key, None)
+
+
+_ACTOR: Any = None
+_ACTOR_LOCK = threading.Lock()
+
+
+def _actor() -> Any:
+    """The driver's clock actor (created once; it takes no CPU slot)."""
+    global _ACTOR
+    import ray
+
+    with _ACTOR_LOCK:
+        if _ACTOR is None:
+            remote = ray.remote(num_cpus=0, max_concurrency=256)(_Clocks)
+            _ACTOR = remote.remote()
+        return _ACTOR
+
+
+class RayStepClock:
+    """One named counter in the driver's clock actor; pickles into Ray tasks."""
+
+    def __init__(self, key: str, actor: Any = None) -> None:
+        self.key = key
+        self._actor = actor if actor is not None else _actor()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return RayStepClock, (self.key, self._actor)
+
+    def advance(self, steps: int) -> None:
+        self._actor.advance.remote(self.key, steps)
+
+    def wait(self, steps: int, timeout: float) -> int:
+        import ray
+
+        return int(ray.get(self._actor.wait.remote(self.key, steps, timeout)))
+
+    def forget(self) -> None:
+        self._actor.forget.remote(self.key)
+
+
+class SharedStepClock:
+    """A counter in shared memory, for ``DataLoader`` worker processes on one machine."""
+
+    def __init__(self) -> None:
+        self._value = multiprocessing.get_context().Value("q", -1)
+
+    def advance(self, steps: int) -> None:
+        with self._value.get_lock():
+            self._value.value = max(self._value.value, steps)
+
+    def reset(self, steps: int) -> None:
+        with self._value.get_lock():
+            self._value.value = steps
+
+    def wait(self, steps: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while self._value.value < steps and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+        return int(self._value.value)
