@@ -32,6 +32,7 @@ import torch
 from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ReaderSettings, disk_tier_enabled
 from isloader.pipeline.clock import RayStepClock
+from isloader.pipeline.executor import WindowExecutor
 from isloader.pipeline.plan import (
     ReadTask,
     layout_clustering,
@@ -123,6 +124,31 @@ def _to_torch(columns: dict[str, np.ndarray]) -> dict[str, Any]:
         else:
             out[name] = array
     return out
+
+
+def _rebatch(
+    blocks: Iterator[dict[str, np.ndarray]], size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Blocks of any row count as batches of ``size`` rows (the last may be short)."""
+    pending: list[dict[str, np.ndarray]] = []
+    held = 0
+    for block in blocks:
+        pending.append(block)
+        held += len(block["index"])
+        if held < size:
+            continue
+        merged = (
+            pending[0]
+            if len(pending) == 1
+            else {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+        )
+        full = held - held % size
+        for start in range(0, full, size):
+            yield {k: v[start : start + size] for k, v in merged.items()}
+        pending = [{k: v[full:] for k, v in merged.items()}] if full < held else []
+        held -= full
+    if held:
+        yield {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
 
 
 class ImportanceLoader:
@@ -302,12 +328,16 @@ class ImportanceLoader:
             bookkeeping=bookkeeping,
         )
 
-    def dataset(self, epoch: int, *, bookkeeping: bool = False) -> Any:
-        """Epoch ``epoch`` for this rank as a ``ray.data.Dataset`` (``read_importance``)."""
+    def dataset(self, epoch: int) -> Any:
+        """Epoch ``epoch`` for this rank as a ``ray.data.Dataset`` (``read_importance``).
+
+        Its read tasks wait on a step clock that ``report`` advances, so call ``report``
+        once per batch, then ``end_epoch(epoch)`` after the last.
+        """
         from isloader.pipeline.datasource import read_importance
 
-        self._start_epoch(epoch)
-        return read_importance(self, epoch, bookkeeping=bookkeeping)
+        self._start_epoch(epoch, clock=True)
+        return read_importance(self, epoch)
 
     def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         """Iterate one epoch's batches; the epoch-end steps run when it is exhausted."""
@@ -317,15 +347,10 @@ class ImportanceLoader:
         )  # fmt: skip
         start = time.perf_counter()
         seen = []
-        # iter_batches + torch.from_numpy (zero-copy) is several times faster here than
-        # iter_torch_batches, which re-formats every batch through Arrow.
-        batches = self.dataset(epoch, bookkeeping=True).iter_batches(
-            batch_size=self.batch_size,
-            batch_format="numpy",
-            prefetch_batches=max(1, self.prefetch),
-            drop_last=False,
-        )
-        for columns in batches:
+        self._start_epoch(epoch, clock=False)
+        context = self.task_context(epoch, bookkeeping=True)
+        executor = WindowExecutor(self.tasks(epoch), context, prefetch=self.prefetch)
+        for columns in _rebatch(executor.run(lambda: self._finished), self.batch_size):
             step = self._position[1]
             counters.add_batch(columns, step)
             seen.append(columns["index"])
@@ -347,16 +372,17 @@ class ImportanceLoader:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _start_epoch(self, epoch: int) -> None:
+    def _start_epoch(self, epoch: int, *, clock: bool) -> None:
         if self._position[0] != epoch:
             self._position = (epoch, 0)
         self._finished = self._position[1]
         self._thresholds = sorted(
             t.first_step - self.prefetch for t in self.tasks(epoch) if t.count
         )
-        if self.mode(epoch) == "sample":
-            if self._clock is not None:
-                self._clock.forget()
+        if self._clock is not None:
+            self._clock.forget()
+            self._clock = None
+        if clock and self.mode(epoch) == "sample":
             # one counter per epoch: its updates only ever raise it (max), so their
             # order in the threaded actor does not matter
             self._clock = RayStepClock(f"{self._id}:{epoch}")

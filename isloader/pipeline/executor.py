@@ -1,0 +1,120 @@
+"""``WindowExecutor``: runs an epoch's read tasks just in time on a pool of Ray actors.
+
+``ImportanceLoader.epoch`` runs the same read tasks as its ``ImportanceDatasource``
+(one ``run_read_task`` per window), but schedules them itself: the task of a window
+that starts at epoch step ``f`` is submitted once the trainer has finished
+``f - prefetch`` steps, and the actor draws the plan when it runs it, so no plan is
+older than ``window + prefetch`` steps when used, by construction. Measured on 2
+cores, Ray Data's executor takes 100-200 ms from a finished read task to the
+driver; an actor call takes a few milliseconds, which is what lets a small
+staleness bound and streaming throughput hold together (docs/architecture.md,
+"Staleness").
+
+Actors are shared by the loaders of one driver and keep each loader's reader (and
+so its memory tier) across epochs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from isloader.pipeline.plan import ReadTask
+from isloader.pipeline.tasks import TaskContext, run_read_task
+
+__all__ = ["WindowExecutor", "reader_pool"]
+
+
+class _ReadWorker:
+    """A Ray actor that runs read tasks (its process keeps readers and store clients)."""
+
+    def __init__(self) -> None:
+        self._contexts: dict[str, TaskContext] = {}
+
+    def bind(self, loader_id: str, context: TaskContext) -> None:
+        """Keep the context of a loader's current epoch, so each call ships only its task."""
+        self._contexts[loader_id] = context
+
+    def release(self, loader_id: str) -> None:
+        self._contexts.pop(loader_id, None)
+
+    def run(self, loader_id: str, task: ReadTask) -> dict[str, np.ndarray]:
+        return run_read_task(task, self._contexts[loader_id])
+
+
+_POOL: list[Any] = []
+_POOL_LOCK = threading.Lock()
+
+
+def reader_pool(size: int | None = None) -> list[Any]:
+    """The driver's read actors (created on first use: one per CPU of this node, 2-8)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    with _POOL_LOCK:
+        if not _POOL:
+            cpus = int(ray.available_resources().get("CPU", 2) or 2)
+            count = size or min(max(cpus, 2), 8)
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), True)
+            actor = ray.remote(num_cpus=0, scheduling_strategy=here)(_ReadWorker)
+            _POOL.extend(actor.remote() for _ in range(count))
+        return list(_POOL)
+
+
+class WindowExecutor:
+    """Yields the numpy columns of each read task, in order, submitting each task when
+    the trainer is within ``prefetch`` steps of it.
+
+    Args:
+        tasks: the epoch's tasks (sampling windows carry ``count`` and ``first_step``).
+        context: what the tasks need; bound to every actor once per epoch.
+        prefetch: steps a window may be submitted ahead of its first step.
+        ahead: most tasks in flight for streaming epochs (no staleness there).
+    """
+
+    def __init__(
+        self, tasks: list[ReadTask], context: TaskContext, *, prefetch: int, ahead: int = 4
+    ) -> None:
+        import ray
+
+        self._tasks = deque(tasks)
+        self._loader = context.loader_id
+        self._prefetch = prefetch
+        self._ahead = ahead
+        self._actors = reader_pool()
+        ray.get([a.bind.remote(self._loader, context) for a in self._actors])
+        self._turn = 0
+        self._in_flight: deque[tuple[Any, int]] = deque()
+
+    def run(self, finished: Callable[[], int]) -> Iterator[dict[str, np.ndarray]]:
+        """The tasks' columns in order; ``finished()`` gives the steps the trainer has
+        finished (read before each round of submissions)."""
+        import ray
+
+        while self._tasks or self._in_flight:
+            self._submit(finished())
+            ref, submitted = self._in_flight.popleft()
+            columns = ray.get(ref)
+            if submitted >= 0 and "__drawn_step" in columns:
+                # the plan was drawn after submission: at least this fresh
+                columns["__drawn_step"] = np.full(len(columns["index"]), submitted)
+            yield columns
+
+    def _submit(self, finished: int) -> None:
+        """Submit what is due (at least one task when none is in flight)."""
+        while self._tasks:
+            task = self._tasks[0]
+            due = task.first_step - self._prefetch <= finished if task.count else (
+                len(self._in_flight) < self._ahead
+            )
+            if not due and self._in_flight:
+                return
+            self._tasks.popleft()
+            actor = self._actors[self._turn % len(self._actors)]
+            self._turn += 1
+            ref = actor.run.remote(self._loader, task)
+            self._in_flight.append((ref, finished if task.count else -1))
