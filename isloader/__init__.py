@@ -32,6 +32,8 @@ _EXPORTS = {
     "convert_parquet": "isloader.data.convert",
     # the trainer side (torch + ray)
     "ImportanceLoader": "isloader.pipeline.loader",
+    "read_importance": "isloader.pipeline.datasource",
+    "ImportanceDatasource": "isloader.pipeline.datasource",
     "EpochCounters": "isloader.pipeline.loader",
     "importance_metric": "isloader.importance",
 }
@@ -75,6 +77,12 @@ if TYPE_CHECKING:
     )
     from isloader.importance import (
         importance_metric as importance_metric,
+    )
+    from isloader.pipeline.datasource import (
+        ImportanceDatasource as ImportanceDatasource,
+    )
+    from isloader.pipeline.datasource import (
+        read_importance as read_importance,
     )
     from isloader.pipeline.loader import (
         EpochCounters as EpochCounters,

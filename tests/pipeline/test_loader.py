@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +122,79 @@ def test_uniform_baseline_streams_every_epoch(dataset) -> None:
             served = np.concatenate([b["index"].numpy() for b in loader.epoch(e)])
             assert sorted(served) == list(range(N))
         assert store.stats().seen == 0  # the uniform baseline measures nothing
+
+
+class DrawSpy:
+    """Records, for each plan the store draws, how many reports the trainer had sent."""
+
+    def __init__(self, store: LocalStore, loader: ImportanceLoader) -> None:
+        self.draws: list[tuple[Counter, int]] = []
+        start = loader.protocol.reporter.reported
+        real = store._shard.sample
+
+        def sample(count, seed, **kwargs):
+            plan, view = real(count, seed, **kwargs)
+            sent = loader.protocol.reporter.reported - start
+            self.draws.append((Counter(plan.indices.tolist()), sent))
+            return plan, view
+
+        store._shard.sample = sample
+
+    def staleness(self, served: list[np.ndarray]) -> list[int]:
+        """Steps between each served batch's plan draw and its use (the client reorders
+        a plan's draws, so a batch is matched to the plan holding all its indices)."""
+        out = []
+        for step, idx in enumerate(served):
+            batch = Counter(idx.tolist())
+            sent = next(s for drawn, s in self.draws if not batch - drawn)
+            out.append(step - sent)
+        return out
+
+
+def test_plans_are_never_staler_than_window_plus_prefetch(dataset) -> None:
+    with LocalStore(N) as store:
+        loader = ImportanceLoader(
+            dataset, store=store, batch_size=B, columns=["feat", "label"], window=2, prefetch=3
+        )
+        model = torch.nn.Linear(3, 7)
+        train_epoch(loader, model, 0)
+        spy = DrawSpy(store, loader)
+        served = []
+        for batch in loader.epoch(1):  # a slow trainer: read tasks could run far ahead
+            time.sleep(0.02)
+            served.append(batch["index"].numpy())
+            loader.report(batch["index"], model(batch["feat"]).detach(), batch["label"])
+        staleness = spy.staleness(served)
+        assert max(staleness) <= 2 + 3 == loader.staleness_bound
+        assert loader.history[-1].max_plan_staleness >= max(staleness)  # reported honestly
+        assert loader.history[-1].max_plan_staleness <= loader.staleness_bound
+
+
+def test_read_importance_is_a_ray_dataset_for_iter_torch_batches(dataset) -> None:
+    import isloader
+
+    with LocalStore(N) as store:
+        loader = ImportanceLoader(
+            dataset, store=store, batch_size=B, columns=["feat", "label"], window=2, prefetch=3
+        )
+        model = torch.nn.Linear(3, 7)
+        train_epoch(loader, model, 0)
+        q = store.lookup(np.arange(N))
+        spy = DrawSpy(store, loader)
+        ds = isloader.read_importance(loader, 1)
+        assert ds.count() == (N // B) * B  # a ray.data.Dataset like any other
+        spy.draws.clear()
+        loader._start_epoch(1, clock=True)  # a fresh clock for the counted pass
+        ds = isloader.read_importance(loader, 1)
+        served = []
+        for batch in ds.iter_torch_batches(batch_size=B):
+            time.sleep(0.02)
+            served.append(batch["index"].numpy())
+            if len(served) <= 2:  # drawn before the first report changed q
+                w, idx = batch["weight"].numpy(), batch["index"].numpy()
+                np.testing.assert_allclose(w, q.sum() / (N * q[idx]), rtol=1e-5)
+            loader.report(batch["index"], model(batch["feat"]).detach(), batch["label"])
+        loader.end_epoch(1)
+        assert len(served) == N // B
+        assert max(spy.staleness(served)) <= loader.staleness_bound
+        assert loader.history[-1].active_after == N
