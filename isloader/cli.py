@@ -136,6 +136,12 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", help="output directory (any fsspec URI)")
     p.add_argument("--rows-per-group", type=int, default=256)
     p.add_argument("--rows-per-shard", type=int, default=65536)
+    p.add_argument(
+        "--shuffle-rows",
+        action="store_true",
+        help="also put the rows in a random order (fixes class- or source-sorted data)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of --shuffle-rows")
     p.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_convert)
 
@@ -148,6 +154,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         args.dst,
         rows_per_group=args.rows_per_group,
         rows_per_shard=args.rows_per_shard,
+        shuffle_rows=args.shuffle_rows,
+        seed=args.seed,
         storage_options=_storage_options(args.storage_option),
     )
     print(json.dumps({"shards": len(catalog.shards), "samples": len(catalog)}))

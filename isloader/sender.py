@@ -1,6 +1,10 @@
 """``BackgroundSender``: queue items, send them in order on one owned thread, surface
 the first failure; used by the store client's asynchronous updates and the reporter.
 
+The thread sends up to ``max_batch`` queued items per call, so a sender that fell
+behind catches up with fewer, larger calls; with ``linger`` it waits that long for a
+batch to fill, trading a little delay for fewer calls.
+
 Nothing queued is dropped. A failed item stays at the head of the queue and sending
 pauses: the failure is raised by the next ``submit`` or ``flush``, and ``flush``
 resumes sending (the send function is idempotent, so retrying an item that may have
@@ -11,6 +15,7 @@ flushes, stops the thread and joins it.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +32,10 @@ class BackgroundSender(Generic[T]):
     """Sends ``send(item)`` for each submitted item, in order, on its own thread.
 
     Args:
-        send: the call that delivers one item; raises on failure.
+        send: the call that delivers a list of items (in order); raises on failure.
+        max_batch: most items per ``send`` call (default 1).
+        linger: seconds the thread waits for ``max_batch`` items before sending fewer
+            (default 0; ``flush`` sends at once).
         max_pending: queue bound; ``submit`` waits for room (back-pressure).
         put_timeout: longest ``submit`` waits for room before raising.
         name: the thread's name.
@@ -35,13 +43,18 @@ class BackgroundSender(Generic[T]):
 
     def __init__(
         self,
-        send: Callable[[T], None],
+        send: Callable[[list[T]], None],
         *,
+        max_batch: int = 1,
+        linger: float = 0.0,
         max_pending: int = 64,
         put_timeout: float = 30.0,
         name: str = "isloader-send",
     ) -> None:
         self._send = send
+        self._max_batch = max_batch
+        self._linger = linger
+        self._flushing = 0
         self._max = max_pending
         self._put_timeout = put_timeout
         self._items: deque[T] = deque()
@@ -94,11 +107,15 @@ class BackgroundSender(Generic[T]):
         """
         with self._cond:
             self._failure = None  # resume: the head item is tried again
+            self._flushing += 1
             self._cond.notify_all()
-            done = self._cond.wait_for(
-                lambda: (not self._items and not self._busy) or self._failure is not None,
-                timeout,
-            )
+            try:
+                done = self._cond.wait_for(
+                    lambda: (not self._items and not self._busy) or self._failure is not None,
+                    timeout,
+                )
+            finally:
+                self._flushing -= 1
             if self._failure is not None:
                 raise self._failure
             if not done:
@@ -122,15 +139,20 @@ class BackgroundSender(Generic[T]):
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(
-                    lambda: self._closed or (self._items and self._failure is None)
-                )
+                self._cond.wait_for(lambda: self._closed or (self._items and self._failure is None))
                 if self._closed:
                     return
-                item = self._items[0]
+                if self._linger and len(self._items) < self._max_batch:
+                    self._cond.wait_for(
+                        lambda: (
+                            len(self._items) >= self._max_batch or self._flushing or self._closed
+                        ),
+                        self._linger,
+                    )
+                batch = list(itertools.islice(self._items, self._max_batch))
                 self._busy = True
             try:
-                self._send(item)
+                self._send(batch)
             except BaseException as exc:  # surfaced by submit() / flush()
                 with self._cond:
                     self._failure = exc
@@ -138,6 +160,7 @@ class BackgroundSender(Generic[T]):
                     self._cond.notify_all()
                 continue
             with self._cond:
-                self._items.popleft()
+                for _ in batch:
+                    self._items.popleft()
                 self._busy = False
                 self._cond.notify_all()

@@ -4,13 +4,22 @@ A row group is the smallest unit pyarrow can read, so its size sets the read
 amplification of a sampled read: one sampled row costs its whole row group (of the
 requested columns). Smaller groups fetch less per sample but add per-group metadata
 and lower sequential throughput; 128-1024 rows is a good range for ~1 KB rows.
+
+``shuffle_rows`` also puts the rows in a uniformly random order, once: data sorted
+by class or by source makes every row group a biased slice, which locality-aware
+draws cannot use safely. It is a two-pass shuffle with bounded memory: rows go to
+random buckets of about ``rows_per_shard`` rows (temporary files beside the
+output), then each bucket is permuted in memory and written as one shard.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import fsspec
+import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -26,9 +35,15 @@ def convert_parquet(
     *,
     rows_per_group: int = 256,
     rows_per_shard: int = 65536,
+    shuffle_rows: bool = False,
+    seed: int = 0,
     storage_options: dict[str, Any] | None = None,
 ) -> ShardCatalog:
-    """Rewrite ``src`` into ``dst/part-00000.parquet, ...`` and index the result."""
+    """Rewrite ``src`` into ``dst/part-00000.parquet, ...`` and index the result.
+
+    Raises:
+        InvalidArgumentError: group and shard sizes that do not fit together.
+    """
     if rows_per_group < 1 or rows_per_shard < rows_per_group:
         raise InvalidArgumentError("need 1 <= --rows-per-group <= --rows-per-shard")
     options = storage_options or {}
@@ -36,6 +51,18 @@ def convert_parquet(
     dst_fs, dst_path = fsspec.core.url_to_fs(dst, **options)
     dst_fs.makedirs(dst_path, exist_ok=True)
     dataset = ds.dataset(src_path, filesystem=src_fs, format="parquet")
+    if shuffle_rows:
+        _shuffled(dataset, dst_fs, dst_path.rstrip("/"), rows_per_group, rows_per_shard, seed)
+    else:
+        _resharded(dataset, dst_fs, dst_path.rstrip("/"), rows_per_group, rows_per_shard)
+    catalog = ShardCatalog.build(dst, format="parquet", storage_options=storage_options)
+    catalog.save()
+    return catalog
+
+
+def _resharded(
+    dataset: ds.Dataset, fs: Any, root: str, rows_per_group: int, rows_per_shard: int
+) -> None:
     shard, rows_in_shard = 0, 0
     writer: pq.ParquetWriter | None = None
     sink: Any = None
@@ -50,7 +77,7 @@ def convert_parquet(
             offset = 0
             while offset < batch.num_rows:
                 if writer is None:
-                    sink = dst_fs.open(f"{dst_path.rstrip('/')}/part-{shard:05d}.parquet", "wb")
+                    sink = fs.open(f"{root}/part-{shard:05d}.parquet", "wb")
                     writer = pq.ParquetWriter(sink, batch.schema)
                 take = min(batch.num_rows - offset, rows_per_shard - rows_in_shard)
                 writer.write_batch(batch.slice(offset, take), row_group_size=rows_per_group)
@@ -61,6 +88,37 @@ def convert_parquet(
                     writer, rows_in_shard, shard = None, 0, shard + 1
     finally:
         close()
-    catalog = ShardCatalog.build(dst, format="parquet", storage_options=storage_options)
-    catalog.save()
-    return catalog
+
+
+def _shuffled(
+    dataset: ds.Dataset, fs: Any, root: str, rows_per_group: int, rows_per_shard: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    buckets = max(1, -(-dataset.count_rows() // rows_per_shard))
+    scratch = f"{root}/.shuffle-{uuid.uuid4().hex[:8]}"
+    fs.makedirs(scratch, exist_ok=True)
+    sinks = [fs.open(f"{scratch}/{b:05d}.parquet", "wb") for b in range(buckets)]
+    writers: list[pq.ParquetWriter | None] = [None] * buckets
+    try:
+        for batch in dataset.to_batches(batch_size=65536):
+            dest = rng.integers(0, buckets, batch.num_rows)
+            for b in np.unique(dest):
+                if writers[b] is None:
+                    writers[b] = pq.ParquetWriter(sinks[b], batch.schema)
+                writers[b].write_batch(batch.filter(pa.array(dest == b)))
+        for writer, sink in zip(writers, sinks, strict=True):
+            if writer is not None:
+                writer.close()
+            sink.close()
+        shard = 0
+        for b, writer in enumerate(writers):
+            if writer is None:
+                continue
+            with fs.open(f"{scratch}/{b:05d}.parquet", "rb") as f:
+                table = pq.read_table(f)
+            table = table.take(pa.array(rng.permutation(table.num_rows)))
+            with fs.open(f"{root}/part-{shard:05d}.parquet", "wb") as out:
+                pq.write_table(table, out, row_group_size=rows_per_group)
+            shard += 1
+    finally:
+        fs.rm(scratch, recursive=True)

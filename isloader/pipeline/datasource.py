@@ -28,7 +28,7 @@ __all__ = ["ImportanceDatasource", "read_importance"]
 
 
 def _read(task: PlanTask, context: TaskContext) -> list[Any]:
-    return [BlockAccessor.batch_to_block(run_read_task(task, context))]
+    return [BlockAccessor.batch_to_block(run_read_task(task, context)[0])]
 
 
 class ImportanceDatasource(Datasource):
@@ -72,20 +72,18 @@ class ImportanceDatasource(Datasource):
         ]
 
 
-def read_importance(
-    loader: ImportanceLoader, epoch: int, *, bookkeeping: bool = False
-) -> ray.data.Dataset:
+def read_importance(loader: ImportanceLoader, epoch: int) -> ray.data.Dataset:
     """Epoch ``epoch`` of ``loader`` as a ``ray.data.Dataset`` (this rank's share).
 
     Iterate it as any dataset (``iter_torch_batches``, ``map_batches``, a Ray Train
     worker), call ``loader.report`` for each batch and ``loader.end_epoch(epoch)``
-    after the last; ``loader.epoch(epoch)`` does all three. ``bookkeeping`` adds the
-    per-row counter columns the loader's ``EpochCounters`` read.
+    after the last (``loader.epoch(epoch)`` runs the same read tasks on its own,
+    lower-latency scheduler: see ``executor``).
     """
     import ray
 
     tasks = loader.tasks(epoch)
-    context = loader.task_context(epoch, bookkeeping=bookkeeping)
+    context = loader.task_context(epoch)
     source = ImportanceDatasource(tasks, context, loader.row_bytes)
     # Sampling windows wait on the step clock: run no more of them than can be due.
     due = int(np.ceil(loader.prefetch / loader.window)) + 1 if context.clock else None

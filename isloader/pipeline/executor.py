@@ -19,14 +19,15 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from isloader.pipeline.plan import ReadTask
-from isloader.pipeline.tasks import TaskContext, run_read_task
+from isloader.pipeline.tasks import ReadStats, TaskContext, run_read_task
+from isloader.store.records import Plan
 
-__all__ = ["WindowExecutor", "reader_pool"]
+__all__ = ["WindowExecutor", "Block", "reader_pool"]
 
 
 class _ReadWorker:
@@ -42,8 +43,10 @@ class _ReadWorker:
     def release(self, loader_id: str) -> None:
         self._contexts.pop(loader_id, None)
 
-    def run(self, loader_id: str, task: ReadTask) -> dict[str, np.ndarray]:
-        return run_read_task(task, self._contexts[loader_id])
+    def run(
+        self, loader_id: str, task: ReadTask, plan: Plan | None
+    ) -> tuple[dict[str, np.ndarray], ReadStats]:
+        return run_read_task(task, self._contexts[loader_id], plan)
 
 
 _POOL: list[Any] = []
@@ -65,56 +68,75 @@ def reader_pool(size: int | None = None) -> list[Any]:
         return list(_POOL)
 
 
+class Block(NamedTuple):
+    """One task's rows, its costs, and (sampling) the trainer's finished steps when its
+    plan was drawn (-1 for streaming tasks)."""
+
+    columns: dict[str, np.ndarray]
+    stats: ReadStats
+    drawn_at: int
+
+
 class WindowExecutor:
-    """Yields the numpy columns of each read task, in order, submitting each task when
-    the trainer is within ``prefetch`` steps of it.
+    """Yields each read task's ``Block``, in order, submitting each task when the
+    trainer is within ``prefetch`` steps of it.
 
     Args:
         tasks: the epoch's tasks (sampling windows carry ``count`` and ``first_step``).
         context: what the tasks need; bound to every actor once per epoch.
         prefetch: steps a window may be submitted ahead of its first step.
+        draw: draws a sampling task's plan at submission, in this process (an
+            in-process store: no round trip back into the trainer); None: the actor
+            draws it when it runs the task.
         ahead: most tasks in flight for streaming epochs (no staleness there).
     """
 
     def __init__(
-        self, tasks: list[ReadTask], context: TaskContext, *, prefetch: int, ahead: int = 4
+        self,
+        tasks: list[ReadTask],
+        context: TaskContext,
+        *,
+        prefetch: int,
+        draw: Callable[[ReadTask], Plan] | None = None,
+        ahead: int = 4,
     ) -> None:
         import ray
 
         self._tasks = deque(tasks)
         self._loader = context.loader_id
         self._prefetch = prefetch
+        self._draw = draw
         self._ahead = ahead
         self._actors = reader_pool()
         ray.get([a.bind.remote(self._loader, context) for a in self._actors])
         self._turn = 0
         self._in_flight: deque[tuple[Any, int]] = deque()
 
-    def run(self, finished: Callable[[], int]) -> Iterator[dict[str, np.ndarray]]:
-        """The tasks' columns in order; ``finished()`` gives the steps the trainer has
+    def run(self, finished: Callable[[], int]) -> Iterator[Block]:
+        """The tasks' blocks in order; ``finished()`` gives the steps the trainer has
         finished (read before each round of submissions)."""
         import ray
 
         while self._tasks or self._in_flight:
             self._submit(finished())
             ref, submitted = self._in_flight.popleft()
-            columns = ray.get(ref)
-            if submitted >= 0 and "__drawn_step" in columns:
-                # the plan was drawn after submission: at least this fresh
-                columns["__drawn_step"] = np.full(len(columns["index"]), submitted)
-            yield columns
+            columns, stats = ray.get(ref)
+            yield Block(columns, stats, submitted)  # drawn at or after submission
 
     def _submit(self, finished: int) -> None:
         """Submit what is due (at least one task when none is in flight)."""
         while self._tasks:
             task = self._tasks[0]
-            due = task.first_step - self._prefetch <= finished if task.count else (
-                len(self._in_flight) < self._ahead
+            due = (
+                task.first_step - self._prefetch <= finished
+                if task.count
+                else (len(self._in_flight) < self._ahead)
             )
             if not due and self._in_flight:
                 return
             self._tasks.popleft()
             actor = self._actors[self._turn % len(self._actors)]
             self._turn += 1
-            ref = actor.run.remote(self._loader, task)
+            plan = self._draw(task) if task.count and self._draw is not None else None
+            ref = actor.run.remote(self._loader, task, plan)
             self._in_flight.append((ref, finished if task.count else -1))

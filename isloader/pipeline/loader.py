@@ -32,24 +32,25 @@ import torch
 from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ReaderSettings, disk_tier_enabled
 from isloader.pipeline.clock import RayStepClock
-from isloader.pipeline.executor import WindowExecutor
+from isloader.pipeline.executor import Block, WindowExecutor
 from isloader.pipeline.plan import (
     ReadTask,
-    layout_clustering,
+    label_clustering,
     sampling_tasks,
     skip_rows,
     streaming_tasks,
     units_per_window,
 )
 from isloader.pipeline.protocol import EpochProtocol, MethodSettings, distributed_rank_world
-from isloader.pipeline.tasks import CatalogRef, TaskContext, Transform
+from isloader.pipeline.tasks import CatalogRef, ReadStats, TaskContext, Transform
 from isloader.store.api import ImportanceStore
 
 __all__ = ["ImportanceLoader", "EpochCounters", "DEFAULT_WINDOW", "DEFAULT_PREFETCH"]
 
 DEFAULT_WINDOW = 8
 DEFAULT_PREFETCH = 16
-CLUSTERED = 4.0  # layout_clustering above this: independent draws
+CLUSTERED = 3.0  # label_clustering above this: independent draws
+_MAX_CLASSES = 4096
 
 
 @dataclass
@@ -86,26 +87,27 @@ class EpochCounters:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         return {**out, "cache_hit_rate": self.cache_hit_rate}
 
-    def add_batch(self, columns: dict[str, np.ndarray], step: int) -> None:
-        """Count one batch (its bookkeeping columns are popped)."""
-        self.bytes_fetched += float(columns.pop("__fetched").sum())
-        self.requests += float(columns.pop("__requests").sum())
-        self.cache_hits += float(columns.pop("__hits").sum())
-        self.cache_lookups += float(columns.pop("__lookups").sum())
-        covered = columns.pop("__covered")
-        self.cache_mass_covered = max(self.cache_mass_covered, float(covered.max()))
-        drawn = int(columns.pop("__drawn_step").min())
-        if drawn >= 0:
-            self.max_plan_staleness = max(self.max_plan_staleness, step - drawn)
-        w = columns["weight"]
-        top = float(w.max())
+    def add_block(self, stats: ReadStats) -> None:
+        """Count what one read task cost."""
+        self.bytes_fetched += stats.bytes_fetched
+        self.requests += stats.requests
+        self.cache_hits += stats.cache_hits
+        self.cache_lookups += stats.cache_lookups
+        self.cache_mass_covered = max(self.cache_mass_covered, stats.cache_mass_covered)
+
+    def add_batch(self, weights: np.ndarray, step: int, drawn_at: int) -> None:
+        """Count one batch: its weights, and its staleness (``drawn_at``: the steps the
+        trainer had finished when its plan was drawn; -1 for streamed batches)."""
+        if drawn_at >= 0:
+            self.max_plan_staleness = max(self.max_plan_staleness, step - drawn_at)
+        top = float(weights.max()) if len(weights) else 0.0
         self.max_weight = max(self.max_weight, top)
         self.steps_weight_over_10 += top > 10
-        self._w[0] += float(w.sum())
-        self._w[1] += float(np.dot(w, w))
-        self._w[2] += len(w)
+        self._w[0] += float(weights.sum())
+        self._w[1] += float(np.dot(weights, weights))
+        self._w[2] += len(weights)
         self.steps += 1
-        self.samples += len(w)
+        self.samples += len(weights)
 
     def close(self) -> None:
         total, squares, n = self._w
@@ -126,29 +128,38 @@ def _to_torch(columns: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def _rebatch(
-    blocks: Iterator[dict[str, np.ndarray]], size: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """Blocks of any row count as batches of ``size`` rows (the last may be short)."""
-    pending: list[dict[str, np.ndarray]] = []
+def _rebatch(blocks: Iterator[Block], size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """Blocks of any row count as batches of ``size`` rows (the last may be short), each
+    with the oldest ``drawn_at`` of the blocks it came from."""
+    pending: list[Block] = []
     held = 0
     for block in blocks:
         pending.append(block)
-        held += len(block["index"])
+        held += len(block.columns["index"])
         if held < size:
             continue
-        merged = (
-            pending[0]
-            if len(pending) == 1
-            else {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
-        )
+        merged = _merge(pending)
+        drawn = min(b.drawn_at for b in pending)
         full = held - held % size
         for start in range(0, full, size):
-            yield {k: v[start : start + size] for k, v in merged.items()}
-        pending = [{k: v[full:] for k, v in merged.items()}] if full < held else []
+            yield {k: v[start : start + size] for k, v in merged.items()}, drawn
+        rest = {k: v[full:] for k, v in merged.items()}
+        pending = [Block(rest, pending[-1].stats, pending[-1].drawn_at)] if full < held else []
         held -= full
     if held:
-        yield {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+        yield _merge(pending), min(b.drawn_at for b in pending)
+
+
+def _merge(blocks: list[Block]) -> dict[str, np.ndarray]:
+    if len(blocks) == 1:
+        return blocks[0].columns
+    return {k: np.concatenate([b.columns[k] for b in blocks]) for k in blocks[0].columns}
+
+
+def _counted(blocks: Iterator[Block], counters: EpochCounters) -> Iterator[Block]:
+    for block in blocks:
+        counters.add_block(block.stats)
+        yield block
 
 
 class ImportanceLoader:
@@ -259,6 +270,8 @@ class ImportanceLoader:
         self._finished = -1  # steps the trainer finished in the current epoch
         self._thresholds: list[int] = []
         self._disk_tier = disk_tier_enabled(self.catalog, self.reader_settings)
+        self._labels: np.ndarray | None = None  # class counts per unit, epoch 0
+        self.layout_clustering = 0.0
 
     @property
     def row_bytes(self) -> int:
@@ -305,9 +318,8 @@ class ImportanceLoader:
             tasks = skip_rows(tasks, done_batches * self.batch_size)
         return tasks
 
-    def task_context(self, epoch: int, *, bookkeeping: bool = False) -> TaskContext:
-        """What the read tasks of ``epoch`` need (the store connection, the clock);
-        ``bookkeeping`` adds the columns ``EpochCounters`` counts."""
+    def task_context(self, epoch: int) -> TaskContext:
+        """What the read tasks of ``epoch`` need (the store connection, the clock)."""
         import ray
 
         if self._catalog_ref is None:
@@ -325,8 +337,19 @@ class ImportanceLoader:
             clock=self._clock if sample else None,
             prefetch=self.prefetch,
             refresh_importance=sample and self._disk_tier,
-            bookkeeping=bookkeeping,
         )
+
+    def _in_process_draw(self) -> Callable[[ReadTask], Any] | None:
+        """With an in-process store the executor draws plans here, at submission (no
+        round trip from the read actor back into this process)."""
+        if not getattr(self.store, "in_process", False):
+            return None
+        layout = self.catalog.layout if self.units else None
+
+        def draw(task: ReadTask) -> Any:
+            return self.store.sample(task.count, task.seed, layout=layout, units=self.units)
+
+        return draw
 
     def dataset(self, epoch: int) -> Any:
         """Epoch ``epoch`` for this rank as a ``ray.data.Dataset`` (``read_importance``).
@@ -348,11 +371,14 @@ class ImportanceLoader:
         start = time.perf_counter()
         seen = []
         self._start_epoch(epoch, clock=False)
-        context = self.task_context(epoch, bookkeeping=True)
-        executor = WindowExecutor(self.tasks(epoch), context, prefetch=self.prefetch)
-        for columns in _rebatch(executor.run(lambda: self._finished), self.batch_size):
+        context = self.task_context(epoch)
+        executor = WindowExecutor(
+            self.tasks(epoch), context, prefetch=self.prefetch, draw=self._in_process_draw()
+        )
+        blocks = _counted(executor.run(lambda: self._finished), counters)
+        for columns, drawn_at in _rebatch(blocks, self.batch_size):
             step = self._position[1]
-            counters.add_batch(columns, step)
+            counters.add_batch(columns["weight"], step, drawn_at)
             seen.append(columns["index"])
             batch = _to_torch(columns)
             self._position = (epoch, step + 1)
@@ -364,6 +390,8 @@ class ImportanceLoader:
         """Send ``q_new`` for this batch (asynchronously; never blocks the step)."""
         if self.protocol.report(index, outputs, targets):
             self._advance(self._finished + 1)
+            if self._position[0] == 0 and self.units_setting == "auto":
+                self._count_labels(index, targets)
 
     def end_epoch(self, epoch: int) -> None:
         """The epoch-end steps, for callers iterating ``dataset(epoch)`` themselves."""
@@ -411,22 +439,42 @@ class ImportanceLoader:
         self.history.append(counters)
         self._position = (epoch + 1, 0)
         if epoch == 0 and self.sampling == "importance" and self.units_setting == "auto":
-            self._choose_units(stats.sum_sq)
+            self._choose_units()
 
-    def _choose_units(self, sum_sq: float) -> None:
+    def _count_labels(self, index: torch.Tensor, targets: torch.Tensor) -> None:
+        """Class counts per unit during the initialization epoch (integer targets only),
+        for the clustered-layout guard."""
+        if targets.dim() != 1 or targets.is_floating_point() or not len(targets):
+            return
+        labels = targets.detach().cpu().numpy().astype(np.int64)
+        if labels.min() < 0 or labels.max() >= _MAX_CLASSES:
+            return
+        width = int(labels.max()) + 1
+        if self._labels is None:
+            self._labels = np.zeros((self.catalog.num_units, width), dtype=np.int64)
+        elif width > self._labels.shape[1]:
+            grown = np.zeros((self.catalog.num_units, width), dtype=np.int64)
+            grown[:, : self._labels.shape[1]] = self._labels
+            self._labels = grown
+        units, _ = self.catalog.units_of(index.detach().cpu().numpy())
+        np.add.at(self._labels, (units, labels), 1)
+
+    def _choose_units(self) -> None:
         """After the initialization epoch: ``G`` for locality-aware draws, or 0."""
-        layout = self.catalog.layout
-        units = self.store.unit_stats(layout)
-        score = layout_clustering(units.mass, units.active, sum_sq)
+        score = label_clustering(self._labels) if self._labels is not None else 0.0
+        self.layout_clustering = score
+        self._labels = None
         if score > CLUSTERED:
             warnings.warn(
-                f"the dataset's row order looks clustered (units differ {score:.1f}x more than "
-                "in a random order): locality-aware draws would bias each window, so they "
-                "stay off. `isloader convert --shuffle-rows` fixes the layout once.",
+                f"the dataset's row order looks clustered (the units' label mixes differ "
+                f"{score:.1f}x more than in a random order): locality-aware draws would bias "
+                "each window, so they stay off; `isloader convert --shuffle-rows` fixes the "
+                "layout once.",
                 stacklevel=3,
             )
             self.units = 0
             return
+        units = self.store.unit_stats(self.catalog.layout)
         self.units = units_per_window(self.window * self.batch_size, units.active, units.mass)
 
     # -- resume ---------------------------------------------------------------------
@@ -454,4 +502,3 @@ class ImportanceLoader:
         finally:
             if self._clock is not None:
                 self._clock.forget()
-

@@ -31,7 +31,7 @@ __all__ = [
     "sampling_tasks",
     "skip_rows",
     "units_per_window",
-    "layout_clustering",
+    "label_clustering",
 ]
 
 _STREAM = 0x57
@@ -166,20 +166,26 @@ def units_per_window(
     return 0 if g > max_share * units else g
 
 
-def layout_clustering(mass: np.ndarray, active: np.ndarray, sum_sq: float) -> float:
-    """How much more the units' mean ``q`` differ than a random row order would make them.
+def label_clustering(counts: np.ndarray) -> float:
+    """How much more the units' label mixes differ than a random row order would make them.
 
-    ``Var_u(mean q_u) / (Var(q) / U)``: about 1 when rows are in random order, far above
-    it when similar samples sit together (sorted by class, by source). There a window
-    restricted to a few units sees a biased slice of the data at each step, and no G
-    that saves reads is safe.
+    ``counts[u, k]``: rows of class ``k`` seen in unit ``u``. Each unit's chi-square
+    against the global class shares, over its degrees of freedom, averages about 1 when
+    rows are in random order and grows with the unit size when similar samples sit
+    together (sorted by class, by source). There a window restricted to a few units sees
+    a biased slice of the data at each step, and no ``G`` that saves reads is safe.
+    (Importance itself cannot tell: after the initialization epoch a sample's ``q``
+    depends on when in that epoch it was measured.)
     """
-    live = active > 0
-    if live.sum() < 2:
+    counts = np.asarray(counts, dtype=np.float64)
+    rows = counts.sum(axis=1)
+    counts = counts[rows > 0]
+    rows = rows[rows > 0]
+    share = counts.sum(axis=0) / max(rows.sum(), 1.0)
+    present = share > 0
+    classes = int(present.sum())
+    if classes < 2 or len(rows) < 2:
         return 0.0
-    n = float(active[live].sum())
-    mean = float(mass[live].sum()) / n
-    var_q = max(sum_sq / n - mean**2, 1e-300)
-    unit_mean = mass[live] / active[live]
-    between = float(np.average((unit_mean - mean) ** 2, weights=active[live]))
-    return between / (var_q / float(active[live].mean()))
+    expected = rows[:, None] * share[present]
+    chi2 = ((counts[:, present] - expected) ** 2 / expected).sum(axis=1)
+    return float(np.mean(chi2) / (classes - 1))

@@ -1,9 +1,11 @@
 """``Reporter``: sends each batch's ``q_new`` to the store without blocking the step.
 
-The metric is computed on the trainer's device from the outputs it already has;
-moving the result to the host and the store call happen on the ``BackgroundSender``
-thread, behind a bounded queue (a full queue applies back-pressure rather than
-dropping updates; a store that hangs surfaces as an error, not a stalled step).
+``report`` only queues the batch's (detached) outputs: the metric, computed on the
+trainer's device from the outputs it already has, the move to the host and the
+store call happen on the ``BackgroundSender`` thread, behind a bounded queue (a full
+queue applies back-pressure rather than dropping updates; a store that hangs
+surfaces as an error, not a stalled step). Reports that queued up while the store
+was busy go out as one update.
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ class Reporter:
     def __init__(self, store: ImportanceStore, metric: Metric, max_pending: int = 64) -> None:
         self._store = store
         self._metric = metric
-        self._sender: BackgroundSender[tuple[torch.Tensor, torch.Tensor]] = BackgroundSender(
-            self._send, max_pending=max_pending, name="isloader-reporter"
+        self._sender: BackgroundSender[tuple[torch.Tensor, ...]] = BackgroundSender(
+            self._send,
+            max_batch=4,
+            linger=0.01,
+            max_pending=max_pending,
+            name="isloader-reporter",
         )
         self.reported = 0
 
@@ -41,13 +47,13 @@ class Reporter:
         self._sender.max_depth = value
 
     def report(self, index: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-        """Queue ``q_new = metric(outputs, targets)`` for ``index``.
+        """Queue ``q_new = metric(outputs, targets)`` for ``index`` (computed in the
+        background; do not modify ``outputs`` in place afterwards).
 
         Raises:
             The failure of an earlier report (kept queued; ``flush`` retries it).
         """
-        q = self._metric(outputs.detach(), targets.detach())
-        self._sender.submit((index.detach(), q.detach()))
+        self._sender.submit((index.detach(), outputs.detach(), targets.detach()))
         self.reported += 1
 
     def flush(self) -> None:
@@ -57,6 +63,7 @@ class Reporter:
     def close(self) -> None:
         self._sender.close()
 
-    def _send(self, item: tuple[torch.Tensor, torch.Tensor]) -> None:
-        index, q = item
-        self._store.update(index.cpu().numpy().astype(np.int64), q.cpu().double().numpy())
+    def _send(self, batch: list[tuple[torch.Tensor, ...]]) -> None:
+        indices = [index.cpu().numpy().astype(np.int64) for index, _, _ in batch]
+        values = [self._metric(out, y).cpu().double().numpy() for _, out, y in batch]
+        self._store.update(np.concatenate(indices), np.concatenate(values))

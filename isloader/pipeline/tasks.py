@@ -24,14 +24,11 @@ from isloader.pipeline.clock import StepClock
 from isloader.pipeline.plan import ReadTask
 from isloader.store.api import ImportanceStore
 from isloader.store.client import StoreConnection
-from isloader.store.records import UnitLayout
+from isloader.store.records import Plan, UnitLayout
 
-__all__ = ["TaskContext", "CatalogRef", "run_read_task", "table_to_numpy", "BOOKKEEPING"]
+__all__ = ["TaskContext", "CatalogRef", "ReadStats", "run_read_task", "table_to_numpy"]
 
 Transform = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-# Per-row columns a task adds for the loader's counters (totals spread over rows).
-BOOKKEEPING = ("__fetched", "__requests", "__hits", "__lookups", "__drawn_step", "__covered")
 
 _READERS: dict[str, ShardReader] = {}
 _STORES: dict[StoreConnection, ImportanceStore] = {}
@@ -52,8 +49,7 @@ class TaskContext:
 
     ``store`` is a connection (worker processes connect to it) or, in-process, a
     store object; ``units`` is ``G`` for locality-aware draws (0: independent);
-    ``clock`` and ``prefetch`` bound plan staleness; ``bookkeeping`` adds the
-    ``BOOKKEEPING`` columns.
+    ``clock`` and ``prefetch`` bound plan staleness.
     """
 
     loader_id: str
@@ -67,7 +63,6 @@ class TaskContext:
     clock: StepClock | None = None
     prefetch: int = 0
     refresh_importance: bool = False
-    bookkeeping: bool = True
 
     def shard_reader(self) -> ShardReader:
         reader = _READERS.get(self.loader_id)
@@ -114,20 +109,36 @@ def _refresh(context: TaskContext, reader: ShardReader, store: ImportanceStore) 
     _REFRESHED[context.loader_id] = context.epoch
 
 
-def run_read_task(task: ReadTask, context: TaskContext) -> dict[str, np.ndarray]:
-    """Rows of one task as numpy columns, with ``index``, ``weight`` and bookkeeping."""
+@dataclass(frozen=True)
+class ReadStats:
+    """What one task's read cost, for the loader's per-epoch counters."""
+
+    bytes_fetched: int = 0
+    requests: int = 0
+    cache_hits: int = 0
+    cache_lookups: int = 0
+    cache_mass_covered: float = 0.0
+
+
+def run_read_task(
+    task: ReadTask, context: TaskContext, plan: Plan | None = None
+) -> tuple[dict[str, np.ndarray], ReadStats]:
+    """Rows of one task as numpy columns with ``index`` and ``weight``, and its costs.
+
+    A sampling task draws its plan (after the step clock lets it) unless the caller
+    drew it just in time and passes it as ``plan``.
+    """
     reader = context.shard_reader()
     before = reader.counters.snapshot()
-    drawn = -1
     if task.count:
-        if context.clock is not None:
-            drawn = context.clock.wait(task.first_step - context.prefetch, _CLOCK_TIMEOUT)
-        store = context.store_client()
+        if plan is None:
+            if context.clock is not None:
+                context.clock.wait(task.first_step - context.prefetch, _CLOCK_TIMEOUT)
+            layout, units = context.layout, context.units
+            plan = context.store_client().sample(task.count, task.seed, layout=layout, units=units)
         if context.refresh_importance:
-            _refresh(context, reader, store)
-        plan = store.sample(task.count, task.seed, layout=context.layout, units=context.units)
+            _refresh(context, reader, context.store_client())
         table = reader.read(plan.indices)
-
         weights = plan.weights
     elif task.units:
         table = reader.read_units(np.array(task.units))
@@ -144,27 +155,13 @@ def run_read_task(task: ReadTask, context: TaskContext) -> dict[str, np.ndarray]
     columns["weight"] = weights.astype(np.float32)
     if context.transform is not None:
         columns = context.transform(columns)
-    if context.bookkeeping:
-        _add_bookkeeping(columns, reader, before, drawn, context)
-    return columns
-
-
-def _add_bookkeeping(
-    columns: dict[str, np.ndarray],
-    reader: ShardReader,
-    before: dict[str, int],
-    drawn: int,
-    context: TaskContext,
-) -> None:
-    rows = len(columns["index"])
     after = reader.counters.snapshot()
-    share = 1.0 / max(rows, 1)
     hits = after["cache_hits"] - before["cache_hits"]
-    lookups = hits + after["cache_misses"] - before["cache_misses"]
-    covered = reader.covered_mass_share() if context.refresh_importance else 0.0
-    columns["__fetched"] = np.full(rows, (after["bytes_fetched"] - before["bytes_fetched"]) * share)
-    columns["__requests"] = np.full(rows, (after["requests"] - before["requests"]) * share)
-    columns["__hits"] = np.full(rows, hits * share)
-    columns["__lookups"] = np.full(rows, lookups * share)
-    columns["__drawn_step"] = np.full(rows, drawn, dtype=np.int64)
-    columns["__covered"] = np.full(rows, covered)
+    stats = ReadStats(
+        bytes_fetched=after["bytes_fetched"] - before["bytes_fetched"],
+        requests=after["requests"] - before["requests"],
+        cache_hits=hits,
+        cache_lookups=hits + after["cache_misses"] - before["cache_misses"],
+        cache_mass_covered=reader.covered_mass_share() if context.refresh_importance else 0.0,
+    )
+    return columns, stats

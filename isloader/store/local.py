@@ -34,6 +34,8 @@ class LocalStore:
         snapshot_uri, wal_dir: optional durability, as for the server.
     """
 
+    in_process = True  # loaders draw plans from it directly, not over its endpoint
+
     def __init__(
         self,
         num_samples: int,
@@ -46,6 +48,7 @@ class LocalStore:
         self._shard = StoreShard(
             TableConfig(0, num_samples, alpha=alpha, initial_q=initial_q),
             Durability(snapshot_uri=snapshot_uri, wal_dir=wal_dir),
+            apply_inline=True,  # its callers (the reporter) are off the training thread
         )
         self._layouts: set[str] = set()
         self._server = None

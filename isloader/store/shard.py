@@ -53,7 +53,12 @@ class StoreShard:
     """A thread-safe, optionally durable ``ImportanceTable``."""
 
     def __init__(
-        self, config: TableConfig, durability: Durability | None = None, *, replay: bool = True
+        self,
+        config: TableConfig,
+        durability: Durability | None = None,
+        *,
+        replay: bool = True,
+        apply_inline: bool = False,
     ) -> None:
         self.config = config
         self.durability = durability or Durability()
@@ -82,7 +87,9 @@ class StoreShard:
             if replay:
                 replayed = sum(1 for _ in map(self._replay, self._wal.replay(first_segment)))
                 log.info("replayed %d write-ahead log records", replayed)
-        threading.Thread(target=self._applier, daemon=True, name="isloader-apply").start()
+        self._inline = apply_inline  # the caller is a background thread already
+        if not apply_inline:
+            threading.Thread(target=self._applier, daemon=True, name="isloader-apply").start()
 
     # -- reads -----------------------------------------------------------------
 
@@ -135,7 +142,8 @@ class StoreShard:
     def update(
         self, indices: np.ndarray, values: np.ndarray, client_id: str = "", seq: int = 0
     ) -> bool:
-        """Validate, deduplicate and log now; apply in the background. False: a retry."""
+        """Validate, deduplicate and log now; apply in the background (or at once, with
+        ``apply_inline``). False: a retry."""
         with self._timed("update"):
             with self._lock:
                 local, vals = self._table.validate_update(indices, values)
@@ -145,10 +153,14 @@ class StoreShard:
                     if self._wal is not None:  # encode only when there is a log to write
                         payload = _encode_update(indices, values, client_id, seq)
                         ticket = self._wal.append(_UPDATE, payload)
-                    self._backlog.append((local, vals))
+                    if self._inline:
+                        self._table.apply_update(local, vals)
+                    else:
+                        self._backlog.append((local, vals))
             self._sync(ticket)
         if applied:
-            self._wake.set()
+            if not self._inline:
+                self._wake.set()
             self.metrics.updates.inc()
             self.metrics.updated_samples.inc(len(local))
         else:

@@ -183,3 +183,27 @@ def test_transient_storage_errors_are_retried_then_surface(tmp_path) -> None:
             reader.read(np.array([77]))
     finally:
         fs.cat_ranges = real
+
+
+def test_convert_can_shuffle_rows_into_a_random_order(tmp_path) -> None:
+    from isloader.pipeline.plan import label_clustering
+
+    src = str(tmp_path / "src")
+    full = write_parquet_shards(src, N, shards=2, rows_per_group=N)
+    sorted_by_label = full.sort_by("label")
+    pq.write_table(sorted_by_label, tmp_path / "src" / "part-000.parquet")
+    (tmp_path / "src" / "part-001.parquet").unlink()
+    catalog = convert_parquet(
+        src, str(tmp_path / "dst"), rows_per_group=50, rows_per_shard=250, shuffle_rows=True
+    )
+    got = ShardReader(catalog).read(np.arange(N))
+    assert sorted(got.column("x").to_pylist()) == sorted(full.column("x").to_pylist())
+    assert not list((tmp_path / "dst").glob(".shuffle-*"))
+
+    def score(table) -> float:
+        units = np.arange(table.num_rows) // 50
+        counts = np.zeros((units.max() + 1, 7))
+        np.add.at(counts, (units, table.column("label").to_numpy()), 1)
+        return label_clustering(counts)
+
+    assert score(sorted_by_label) > 5 and score(got) < 2.5

@@ -198,3 +198,36 @@ def test_read_importance_is_a_ray_dataset_for_iter_torch_batches(dataset) -> Non
         assert len(served) == N // B
         assert max(spy.staleness(served)) <= loader.staleness_bound
         assert loader.history[-1].active_after == N
+
+
+@pytest.mark.parametrize("sorted_by_label", [False, True])
+def test_locality_is_chosen_after_the_init_epoch_unless_the_layout_is_clustered(
+    tmp_path, sorted_by_label
+) -> None:
+    import warnings
+
+    import pyarrow.parquet as pq
+
+    from tests.data.shards import expected_rows
+
+    n = 4000
+    table = expected_rows(n)
+    if sorted_by_label:
+        table = table.sort_by("label")
+    uri = tmp_path / "d"
+    uri.mkdir()
+    pq.write_table(table, uri / "part-000.parquet", row_group_size=100)
+    with LocalStore(n) as store, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loader = ImportanceLoader(
+            str(uri), store=store, batch_size=32, columns=["feat", "label"], window=1
+        )
+        train_epoch(loader, torch.nn.Linear(3, 7), 0)
+        clustered = [w for w in caught if "clustered" in str(w.message)]
+        if sorted_by_label:
+            assert clustered and loader.units == 0
+        else:
+            assert not clustered and loader.units == 3  # ceil(8 * 32 / 100)
+            batches = list(loader.epoch(1))
+            units = [np.unique(b["index"].numpy() // 100) for b in batches]
+            assert max(len(u) for u in units) <= 3

@@ -183,7 +183,7 @@ def test_tls_and_mutual_tls(tmp_path) -> None:
 
 def test_kill_9_loses_no_acknowledged_update(tmp_path) -> None:
     n = 400
-    args = ["--range", f"0:{n}", "--port", "0", "--wal-dir", str(tmp_path / "wal")]
+    args = ["--range", f"0:{n}", "--port", "0", "--alpha", "0", "--wal-dir", str(tmp_path / "wal")]
     proc = StoreProcess(args)
     acknowledged = np.full(n, 1.0)  # initial_q
     in_flight: dict[str, tuple[np.ndarray, np.ndarray]] = {}
