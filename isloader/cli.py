@@ -163,17 +163,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from isloader.demo import DemoSettings
+
     p = sub.add_parser("demo", help="the paper's comparison on MNIST-1D through the pipeline")
-    p.add_argument("--dataset", default=None, help="your own indexed Parquet shards (URI)")
-    p.add_argument("--store", default=None, help="host:port,... of a deployed store")
-    p.add_argument("--token-file", default=None)
-    p.add_argument("--output", default="demo-output", help="directory for the table and PNGs")
-    p.add_argument("--train-size", type=int, default=60000)
-    p.add_argument("--test-size", type=int, default=10000)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--methods", default="uniform,loss_is,ours_is,ours_is_prune,random_prune")
-    p.add_argument("--seed", type=int, default=0)
+    for name, field in DemoSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            p.add_argument(flag, dest=name, action="store_true", help=field.description)
+        else:
+            kind = field.annotation if field.annotation in (int, float) else str
+            p.add_argument(flag, dest=name, type=kind, default=field.default,
+                           help=f"{field.description or ''} (default {field.default})")  # fmt: skip
     p.set_defaults(func=_cmd_demo)
 
 
@@ -193,7 +193,7 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     import fsspec
 
     from isloader.data.catalog import ShardCatalog
-    from isloader.demo import make_mnist1d
+    from isloader.demo.data import make_mnist1d
 
     options = _storage_options(args.storage_option)
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,9 +208,10 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from isloader.demo import run_demo
+    from isloader.demo import DemoSettings, run_demo
 
-    run_demo(args)
+    names = DemoSettings.model_fields
+    run_demo(DemoSettings(**{k: v for k, v in vars(args).items() if k in names}))
     return 0
 
 

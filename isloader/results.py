@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["time_to_target", "value_at_time", "paired_ci", "ratio_ci"]
+__all__ = ["time_to_target", "value_at_time", "paired_ci", "ratio_ci", "compare_methods"]
 
 
 def time_to_target(times: Sequence[float], values: Sequence[float], target: float) -> float:
@@ -51,3 +52,61 @@ def ratio_ci(
     logs = np.log(np.asarray(numerators, float) / np.asarray(denominators, float))
     mean, low, high = paired_ci(logs, level)
     return math.exp(mean), math.exp(low), math.exp(high)
+
+
+def compare_methods(runs: dict[str, list[Any]], baseline: str = "uniform") -> dict[str, Any]:
+    """Per method, over paired seeds: accuracy at equal steps and its paired interval
+    against ``baseline``, the time to reach the baseline's final accuracy as a ratio of
+    the baseline's time (geometric mean, interval on log ratios), accuracy at the
+    baseline's time, and what the method cost per epoch (time, bytes, requests, cache
+    hits, plan staleness, weight tails).
+
+    ``runs[method]`` holds one result per seed, in the same seed order for every method;
+    a result has ``epochs`` (dicts per epoch) and ``series(key)``.
+    """
+    base = runs[baseline]
+    out: dict[str, Any] = {}
+    for method, results in runs.items():
+        final = [r.epochs[-1]["test_acc"] for r in results]
+        deltas = [a - b.epochs[-1]["test_acc"] for a, b in zip(final, base, strict=True)]
+        ratios, reached = [], 0
+        for r, b in zip(results, base, strict=True):
+            t = time_to_target(
+                r.series("train_seconds"), r.series("test_acc"), b.epochs[-1]["test_acc"]
+            )
+            reached += math.isfinite(t)
+            ratios.append(t / b.epochs[-1]["train_seconds"])
+        finite = [x for x in ratios if math.isfinite(x)]
+        at_time = [
+            value_at_time(
+                r.series("train_seconds"), r.series("test_acc"), b.epochs[-1]["train_seconds"]
+            )
+            for r, b in zip(results, base, strict=True)
+        ]
+        sampled = [e for r in results for e in (r.epochs[1:] or r.epochs)]
+        out[method] = {
+            "acc_equal_steps": float(np.mean(final)),
+            "acc_delta_vs_baseline": paired_ci(deltas),
+            "time_to_baseline_acc_ratio": (
+                ratio_ci(finite, [1.0] * len(finite))
+                if len(finite) == len(results)
+                else (math.nan, math.nan, math.nan)
+            ),
+            "reached_baseline_acc": f"{reached}/{len(results)}",
+            "acc_at_baseline_time": float(np.nanmean(at_time)),
+            "train_seconds": float(np.mean([r.epochs[-1]["train_seconds"] for r in results])),
+            "epoch_seconds": float(np.mean([e["epoch_seconds"] for e in sampled])),
+            "bytes_per_epoch": float(np.mean([e["bytes_fetched"] for e in sampled])),
+            "requests_per_epoch": float(np.mean([e["requests"] for e in sampled])),
+            "cache_hit_rate": float(np.mean([e["cache_hit_rate"] for e in sampled])),
+            "max_plan_staleness": int(max(e["max_plan_staleness"] for e in sampled)),
+            "staleness_bound": int(max(e["staleness_bound"] for e in sampled)),
+            "max_weight": float(max(e["max_weight"] for e in sampled)),
+            "weight_ess": float(np.mean([e["weight_ess"] for e in sampled])),
+            "steps_weight_over_10": float(np.mean([e["steps_weight_over_10"] for e in sampled])),
+            "pruned_share": float(np.mean([r.epochs[-1]["pruned_share"] for r in results])),
+            "curves": [
+                {"seconds": r.series("train_seconds"), "acc": r.series("test_acc")} for r in results
+            ],
+        }
+    return out

@@ -166,6 +166,16 @@ class ReadmitResponse(_message.Message):
     readmitted: int
     def __init__(self, shard: _Optional[_Union[ShardInfo, _Mapping]] = ..., readmitted: _Optional[int] = ...) -> None: ...
 
+class ResetRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResetResponse(_message.Message):
+    __slots__ = ("shard",)
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardInfo
+    def __init__(self, shard: _Optional[_Union[ShardInfo, _Mapping]] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

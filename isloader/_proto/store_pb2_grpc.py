@@ -74,6 +74,11 @@ class ImportanceStoreStub:
                 request_serializer=isloader_dot_v1_dot_store__pb2.ReadmitRequest.SerializeToString,
                 response_deserializer=isloader_dot_v1_dot_store__pb2.ReadmitResponse.FromString,
                 _registered_method=True)
+        self.Reset = channel.unary_unary(
+                '/isloader.v1.ImportanceStore/Reset',
+                request_serializer=isloader_dot_v1_dot_store__pb2.ResetRequest.SerializeToString,
+                response_deserializer=isloader_dot_v1_dot_store__pb2.ResetResponse.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/isloader.v1.ImportanceStore/Stats',
                 request_serializer=isloader_dot_v1_dot_store__pb2.StatsRequest.SerializeToString,
@@ -137,6 +142,12 @@ class ImportanceStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -191,6 +202,11 @@ def add_ImportanceStoreServicer_to_server(servicer, server):
                     servicer.Readmit,
                     request_deserializer=isloader_dot_v1_dot_store__pb2.ReadmitRequest.FromString,
                     response_serializer=isloader_dot_v1_dot_store__pb2.ReadmitResponse.SerializeToString,
+            ),
+            'Reset': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reset,
+                    request_deserializer=isloader_dot_v1_dot_store__pb2.ResetRequest.FromString,
+                    response_serializer=isloader_dot_v1_dot_store__pb2.ResetResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -419,6 +435,33 @@ class ImportanceStore:
             '/isloader.v1.ImportanceStore/Readmit',
             isloader_dot_v1_dot_store__pb2.ReadmitRequest.SerializeToString,
             isloader_dot_v1_dot_store__pb2.ReadmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isloader.v1.ImportanceStore/Reset',
+            isloader_dot_v1_dot_store__pb2.ResetRequest.SerializeToString,
+            isloader_dot_v1_dot_store__pb2.ResetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,7 @@ from isloader.pipeline.plan import (
     units_per_window,
 )
 from isloader.pipeline.protocol import EpochProtocol, MethodSettings, distributed_rank_world
+from isloader.pipeline.runtime import quiet_ray
 from isloader.pipeline.tasks import CatalogRef, ReadStats, TaskContext, Transform
 from isloader.store.api import ImportanceStore
 
@@ -262,6 +263,7 @@ class ImportanceLoader:
             cache_bytes=cache_bytes,
         )
         self.protocol = EpochProtocol(store, self.method, self.rank)
+        quiet_ray()
         self.history: list[EpochCounters] = []
         self._id = uuid.uuid4().hex
         self._catalog_ref: CatalogRef | None = None

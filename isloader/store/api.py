@@ -58,6 +58,9 @@ class ImportanceStore(Protocol):
     def readmit(self, fraction: float, *, seed: Seed = 0, epoch: int | None = None) -> int:
         """Put a random share of pruned samples back; returns how many."""
 
+    def reset(self) -> None:
+        """Forget every measurement: all samples unseen and active, epoch 0."""
+
     def stats(self) -> TableStats: ...
 
     def snapshot(self) -> list[str]:

@@ -356,6 +356,9 @@ class StoreClient:
         )
         return sum(r.readmitted for r in replies)
 
+    def reset(self) -> None:
+        self._all(self._shards, "Reset", lambda s: pb.ResetRequest())
+
     def stats(self) -> TableStats:
         """Summed over shards; the histogram is merged only for a single shard."""
         replies = self._all(self._shards, "Stats", lambda s: pb.StatsRequest())

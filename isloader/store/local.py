@@ -96,6 +96,9 @@ class LocalStore:
     def readmit(self, fraction: float, *, seed: Seed = 0, epoch: int | None = None) -> int:
         return self._shard.readmit(fraction, int(seed_sequence(seed).generate_state(1)[0]), epoch)
 
+    def reset(self) -> None:
+        self._shard.reset()
+
     def stats(self) -> TableStats:
         return self._shard.stats()
 

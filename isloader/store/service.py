@@ -133,6 +133,11 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
         return pb.ReadmitResponse(shard=self._info(), readmitted=count)
 
     @_rpc
+    def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.ResetResponse:
+        self._shard.reset()
+        return pb.ResetResponse(shard=self._info())
+
+    @_rpc
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
         s = self._shard.stats()
         fields = asdict(s)

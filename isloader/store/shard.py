@@ -36,7 +36,8 @@ __all__ = ["StoreShard", "Durability"]
 
 log = logging.getLogger(__name__)
 
-_UPDATE, _END_EPOCH, _PRUNE, _READMIT = 1, 2, 3, 4
+_UPDATE, _END_EPOCH, _PRUNE, _READMIT, _RESET = 1, 2, 3, 4, 5
+_METHODS = {_END_EPOCH: "end_epoch", _PRUNE: "prune", _READMIT: "readmit", _RESET: "reset"}
 _REQUEST = struct.Struct("<QH")  # seq, len(client_id)
 
 
@@ -176,6 +177,9 @@ class StoreShard:
     def readmit(self, fraction: float, seed: int, epoch: int | None = None) -> int:
         return self._change(_READMIT, "readmit", fraction=fraction, seed=seed, epoch=epoch)
 
+    def reset(self) -> None:
+        self._change(_RESET, "reset")
+
     def snapshot(self) -> str | None:
         """Write a snapshot if anything changed since the last one; returns its path."""
         d = self.durability
@@ -245,7 +249,13 @@ class StoreShard:
             indices, values, client_id, seq = _decode_update(payload)
             self._table.update(indices, values, request=(client_id, seq) if client_id else None)
         else:
-            method = {_END_EPOCH: "end_epoch", _PRUNE: "prune", _READMIT: "readmit"}[kind]
+            methods = {
+                _END_EPOCH: "end_epoch",
+                _PRUNE: "prune",
+                _READMIT: "readmit",
+                _RESET: "reset",
+            }
+            method = methods[kind]
             self._apply(method, json.loads(payload))
 
     def _log(self, kind: int, payload: bytes) -> int | None:

@@ -384,6 +384,19 @@ class ImportanceTable:
         self._version += 1
         return int(chosen.size)
 
+    def reset(self) -> None:
+        """Forget every measurement: all samples unseen and active at ``initial_q``,
+        epoch 0 (a new training run on the same store). Request ids are kept, so a
+        retried update from before the reset is still recognised."""
+        self._q[:] = self.config.initial_q
+        self._seen[:] = False
+        self._pruned[:] = False
+        self._active, self._seen_count = self.config.size, 0
+        self._epoch = 0
+        self._last_prune_epoch = self._last_readmit_epoch = -1
+        self._rebuild()
+        self._version += 1
+
     def stats(self) -> TableStats:
         live = self._q[~self._pruned]
         counts, edges = np.histogram(live, bins=_HISTOGRAM_BINS) if live.size else (np.zeros(0), [])

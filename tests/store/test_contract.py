@@ -175,3 +175,14 @@ def test_bad_input_leaves_state_unchanged(store, indices, values, error) -> None
     with pytest.raises(error):
         store.update(np.array(indices), np.array(values))
     assert store.stats() == before
+
+
+def test_reset_forgets_every_measurement(store) -> None:
+    seeded(store)
+    store.end_epoch(0, 0.1)
+    store.prune(2.0, epoch=1)
+    store.reset()
+    stats = store.stats()
+    assert (stats.seen, stats.pruned, stats.active, stats.epoch) == (0, 0, N, 0)
+    np.testing.assert_allclose(store.lookup(np.arange(N)), 1.0)
+    assert store.end_epoch(0, 0.1)  # epoch numbers start over

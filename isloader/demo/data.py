@@ -1,0 +1,173 @@
+"""The demo's datasets: MNIST-1D (made offline by the ``mnist1d`` package) and
+scikit-learn's digits, as Parquet shards, optionally as WebDataset tars, optionally
+with large rows.
+
+Large rows make loading matter: ``row_bytes`` stores each sample's 40 features as a
+``raw`` blob of about that many bytes (float32 features, each repeated with noise),
+which the read task's ``decode_raw`` transform averages back to the 40 features, as
+an image would be decoded. The model sees the same inputs either way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["make_mnist1d", "make_digits", "decode_raw", "decode_npy", "publish", "TestSet"]
+
+TestSet = tuple[np.ndarray, np.ndarray]
+_FEATURES = 40
+
+
+def _features(x: np.ndarray, row_bytes: int, rng: np.random.Generator) -> np.ndarray:
+    """Each row's features repeated to about ``row_bytes`` bytes, with small noise."""
+    repeat = max(1, row_bytes // (4 * x.shape[1]))
+    raw = np.repeat(x, repeat, axis=1).astype(np.float32)
+    raw += rng.normal(0, 0.01, raw.shape).astype(np.float32)
+    return raw
+
+
+def _to_features(raw: np.ndarray) -> np.ndarray:
+    if raw.shape[1] == _FEATURES:
+        return raw.astype(np.float32, copy=False)
+    return raw.reshape(len(raw), _FEATURES, -1).mean(axis=2, dtype=np.float32)
+
+
+def decode_raw(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The read task's transform for large rows: ``raw`` blobs back to the 40 features."""
+    blobs = columns.pop("raw")
+    raw = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+    columns["x"] = _to_features(raw)
+    return columns
+
+
+def _write_shards(
+    out: Path, x: np.ndarray, y: np.ndarray, shards: int, rows_per_group: int, fmt: str
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from isloader.data.catalog import ShardCatalog
+
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*"):
+        old.unlink()
+    bounds = np.linspace(0, len(y), shards + 1).astype(int)
+    for s in range(shards):
+        rows = slice(bounds[s], bounds[s + 1])
+        if fmt == "parquet":
+            if x.shape[1] == _FEATURES:
+                features = pa.array(list(x[rows]), pa.list_(pa.float32()))
+                table = pa.table({"x": features, "y": y[rows]})
+            else:
+                blobs = pa.array([row.tobytes() for row in x[rows]], pa.binary())
+                table = pa.table({"raw": blobs, "y": y[rows]})
+            pq.write_table(
+                table,
+                out / f"part-{s:03d}.parquet",
+                row_group_size=rows_per_group,
+                compression="none",
+            )
+        else:
+            _write_tar(out / f"shard-{s:03d}.tar", x[rows], y[rows], bounds[s])
+    ShardCatalog.build(str(out)).save()
+
+
+def _write_tar(path: Path, x: np.ndarray, y: np.ndarray, first: int) -> None:
+    import webdataset as wds
+
+    with open(path, "wb") as f, wds.TarWriter(f) as sink:
+        for i, (row, label) in enumerate(zip(x, y, strict=True)):
+            buffer = io.BytesIO()
+            np.save(buffer, row)
+            sink.write({"__key__": f"{first + i:08d}", "npy": buffer.getvalue(), "cls": int(label)})
+
+
+def decode_npy(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The read task's transform for the tar variant: ``.npy`` members to features."""
+    raw = np.stack([np.load(io.BytesIO(b)) for b in columns.pop("npy")])
+    columns.pop("__key__", None)
+    columns["x"] = _to_features(raw)
+    columns["y"] = columns.pop("cls").astype(np.int64)
+    return columns
+
+
+def make_mnist1d(
+    directory: Path,
+    train: int,
+    test: int,
+    seed: int = 0,
+    *,
+    row_bytes: int = 0,
+    rows_per_group: int = 256,
+    fmt: str = "parquet",
+) -> tuple[str, TestSet]:
+    """MNIST-1D as shards under ``directory/train`` (cached by its settings), and the
+    test set."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    train_dir = directory / "train"
+    test_file = directory / "test.npz"
+    stamp = directory / "dataset.json"
+    config = {
+        "layout": 2,
+        "train": train,
+        "test": test,
+        "seed": seed,
+        "row_bytes": row_bytes,
+        "rows_per_group": rows_per_group,
+        "format": fmt,
+    }
+    if not (stamp.exists() and json.loads(stamp.read_text()) == config):
+        args = get_dataset_args()
+        args.num_samples, args.train_split, args.seed = train + test, train / (train + test), seed
+        data = make_dataset(args)  # generated locally; never the download path
+        x = data["x"].astype(np.float32)
+        if row_bytes:
+            x = _features(x, row_bytes, np.random.default_rng(seed))
+        _write_shards(train_dir, x, data["y"].astype(np.int64), 8, rows_per_group, fmt)
+        np.savez(test_file, x=data["x_test"].astype(np.float32), y=data["y_test"])
+        stamp.write_text(json.dumps(config))
+    test_set = np.load(test_file)
+    return str(train_dir), (test_set["x"], test_set["y"].astype(np.int64))
+
+
+def make_digits(directory: Path) -> tuple[str, TestSet]:
+    """scikit-learn's digits (1437 train / 360 test), one shard of 128-row groups."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(y))
+    train, test = order[:1437], order[1437:]
+    out = directory / "train"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from isloader.data.catalog import ShardCatalog
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"x": pa.array(list(x[train]), pa.list_(pa.float32())), "y": y[train]})
+    pq.write_table(table, out / "part-000.parquet", row_group_size=128)
+    ShardCatalog.build(str(out)).save()
+    return str(out), (x[test], y[test].astype(np.int64))
+
+
+def publish(local: str, uri: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Copy a local dataset's shards to ``uri`` (any fsspec URI) and index them there."""
+    import fsspec
+
+    from isloader.data.catalog import ShardCatalog
+
+    options = storage_options or {}
+    fs, root = fsspec.core.url_to_fs(uri, **options)
+    fs.makedirs(root, exist_ok=True)
+    for shard in sorted(Path(local).iterdir()):
+        if shard.suffix in (".parquet", ".tar"):
+            fs.put_file(str(shard), f"{root.rstrip('/')}/{shard.name}")
+    ShardCatalog.build(uri, storage_options=options).save()
+    return uri
