@@ -32,6 +32,7 @@ _EXPORTS = {
     "convert_parquet": "isloader.data.convert",
     # the trainer side (torch + ray)
     "ImportanceLoader": "isloader.pipeline.loader",
+    "ImportanceDataset": "isloader.pipeline.torch_dataset",
     "read_importance": "isloader.pipeline.datasource",
     "ImportanceDatasource": "isloader.pipeline.datasource",
     "EpochCounters": "isloader.pipeline.loader",
@@ -89,6 +90,9 @@ if TYPE_CHECKING:
     )
     from isloader.pipeline.loader import (
         ImportanceLoader as ImportanceLoader,
+    )
+    from isloader.pipeline.torch_dataset import (
+        ImportanceDataset as ImportanceDataset,
     )
     from isloader.store.api import (
         ImportanceStore as ImportanceStore,

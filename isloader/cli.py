@@ -7,18 +7,18 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
 
-def _storage_options(pairs: Sequence[str] | None) -> dict[str, str]:
-    options = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--storage-option wants key=value, got {pair!r}")
-        options[key] = value
-    return options
+def _storage_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    from isloader.config import parse_storage_options
+
+    try:
+        return parse_storage_options(pairs)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _add_store(sub: argparse._SubParsersAction) -> None:
@@ -30,12 +30,9 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
         "serve", help="serve one store shard over gRPC (flags also read from ISLOADER_* variables)"
     )
     for name, field in StoreSettings.model_fields.items():
-        annotation = str(field.annotation)
-        kind = int if "int" in annotation else float if "float" in annotation else str
-        serve.add_argument(
+        serve.add_argument(  # text: pydantic parses it, as it parses the variable
             "--" + name.replace("_", "-"),
             dest=name,
-            type=kind,
             default=None,
             help=f"{field.description} (env ISLOADER_{name.upper()}, default {field.default})",
         )
@@ -70,7 +67,7 @@ def _cmd_store_serve(args: argparse.Namespace) -> int:
 
     flags = {name: getattr(args, name) for name in StoreSettings.model_fields}
     try:
-        settings = StoreSettings.from_sources(flags)
+        settings = StoreSettings(**{k: v for k, v in flags.items() if v is not None})
     except (ValidationError, ValueError) as exc:
         print(f"isloader store serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2

@@ -1,25 +1,42 @@
-"""Settings of the store server, from flags and ``ISLOADER_*`` environment variables.
+"""Settings of the store server: flags, ``ISLOADER_*`` environment variables, secrets.
 
-Precedence: command-line flag, then environment variable, then the default here.
-docker-compose sets the environment; an operator overrides with flags.
+``StoreSettings`` is a pydantic-settings model: a field not given explicitly (a flag)
+is read from ``ISLOADER_<NAME>``, then from a secrets file ``isloader_<name>`` in
+``$ISLOADER_SECRETS_DIR`` (default ``/run/secrets``, where docker compose mounts
+secrets), then takes its default. Values are parsed and validated by pydantic, so a
+flag and a variable of the same field accept the same text.
+
+``parse_storage_options`` turns ``key=value`` flags into fsspec options, typed: a
+value that parses as JSON is that JSON (``anon=false`` is ``False``, ``4`` is 4).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["StoreSettings", "ENV_PREFIX"]
+__all__ = ["StoreSettings", "ENV_PREFIX", "parse_storage_options"]
 
 ENV_PREFIX = "ISLOADER_"
 
 
-class StoreSettings(BaseModel):
+def _secrets_dir() -> str | None:
+    path = os.environ.get("ISLOADER_SECRETS_DIR", "/run/secrets")
+    return path if Path(path).is_dir() else None
+
+
+class StoreSettings(BaseSettings):
     """Everything ``isloader store serve`` takes; each field is also ``ISLOADER_<NAME>``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, secrets_dir=_secrets_dir()
+    )
 
     num_samples: int | None = Field(None, ge=1, description="N, the dataset size")
     shard: int = Field(0, ge=0, description="this shard's number")
@@ -38,6 +55,9 @@ class StoreSettings(BaseModel):
     tls_key: str | None = Field(None, description="PEM server key")
     tls_client_ca: str | None = Field(None, description="PEM CA; requires client certs (mTLS)")
     token_file: str | None = Field(None, description="file holding the bearer token")
+    token: SecretStr | None = Field(
+        None, description="the bearer token itself (better: a secrets file or --token-file)"
+    )
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus port")
     max_message_mb: float = Field(64.0, gt=0, description="largest request accepted")
     workers: int = Field(16, ge=1, description="gRPC handler threads")
@@ -52,6 +72,8 @@ class StoreSettings(BaseModel):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give the token or a token file, not both")
         start, stop = self.index_range()
         if not 0 <= start < stop:
             raise ValueError(f"empty or negative index range [{start}, {stop})")
@@ -68,25 +90,39 @@ class StoreSettings(BaseModel):
         n, s = self.num_samples or 0, self.num_shards
         return self.shard * n // s, (self.shard + 1) * n // s
 
-    def token(self) -> str | None:
-        if not self.token_file:
+    def bearer_token(self) -> str | None:
+        """The token clients must present, from ``token`` or ``token_file`` (None: open).
+
+        Raises:
+            ValueError: an empty token.
+        """
+        if self.token is not None:
+            token = self.token.get_secret_value().strip()
+            where = "the token setting"
+        elif self.token_file:
+            token = Path(self.token_file).read_text().strip()
+            where = f"token file {self.token_file}"
+        else:
             return None
-        with open(self.token_file) as f:
-            token = f.read().strip()
         if not token:
-            raise ValueError(f"token file {self.token_file} is empty")
+            raise ValueError(f"{where} is empty")
         return token
 
-    @classmethod
-    def from_sources(
-        cls, flags: dict[str, Any], environ: dict[str, str] | None = None
-    ) -> StoreSettings:
-        """Merge flags (None = not given) over ``ISLOADER_*`` variables over defaults."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            env = environ.get(ENV_PREFIX + name.upper())
-            if env not in (None, ""):
-                values[name] = env
-        values.update({k: v for k, v in flags.items() if v is not None})
-        return cls(**values)
+
+def parse_storage_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``["anon=false", "client_kwargs={\\"endpoint_url\\": \\"http://...\\"}"]`` to a dict;
+    values parse as JSON where they can, else stay strings.
+
+    Raises:
+        ValueError: an item without ``=``.
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option wants key=value, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options

@@ -78,7 +78,7 @@ class StoreServer:
         )
         self._owns_shard = shard is None
         max_bytes = int(settings.max_message_mb * 1024 * 1024)
-        token = settings.token()
+        token = settings.bearer_token()
         self._server = grpc.server(
             ThreadPoolExecutor(settings.workers),
             interceptors=[_BearerTokenInterceptor(token)] if token else [],
