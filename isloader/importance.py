@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,7 +31,17 @@ PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def cross_entropy_grad_norm(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``|| softmax(z) - onehot(y) ||_2`` per row: d CE / d logits, no backprop."""
+    """``|| softmax(z) - onehot(y) ||_2`` per row: d CE / d logits, no backprop.
+
+    On the CPU it runs in numpy: for a batch of small rows that is half the cost of
+    torch's per-operation dispatch, and it runs on the reporter's thread beside training.
+    """
+    if logits.device.type == "cpu":
+        z = logits.float().numpy()
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        p[np.arange(len(p)), targets.numpy().astype(np.int64)] -= 1.0
+        return torch.from_numpy(np.sqrt(np.einsum("ij,ij->i", p, p)))
     grad = torch.softmax(logits.float(), dim=-1)
     grad[torch.arange(len(targets), device=grad.device), targets.long()] -= 1.0
     return grad.norm(dim=-1)

@@ -176,8 +176,9 @@ class ImportanceLoader:
             is used at most ``window + prefetch`` steps after its plan was drawn
             (``window=1, prefetch=0`` is the paper exactly, and slow).
         units_per_window: locality-aware draws: ``"auto"`` (default) picks ``G`` after
-            the initialization epoch (``plan.units_per_window``), ``None`` keeps
-            independent draws, an int fixes ``G``.
+            the initialization epoch for a remote dataset (``plan.units_per_window``;
+            local files gain nothing from locality, so they keep independent draws),
+            ``None`` keeps independent draws, an int fixes ``G``.
         seed: fixes every plan, with the epoch, step and rank.
         sampling: ``"importance"`` (the paper) or ``"uniform"`` (a shuffled pass
             every epoch: the baseline).
@@ -392,7 +393,7 @@ class ImportanceLoader:
         """Send ``q_new`` for this batch (asynchronously; never blocks the step)."""
         if self.protocol.report(index, outputs, targets):
             self._advance(self._finished + 1)
-            if self._position[0] == 0 and self.units_setting == "auto":
+            if self._position[0] == 0 and self.units_setting == "auto" and self._disk_tier:
                 self._count_labels(index, targets)
 
     def end_epoch(self, epoch: int) -> None:
@@ -440,7 +441,8 @@ class ImportanceLoader:
         counters.seconds = time.perf_counter() - start
         self.history.append(counters)
         self._position = (epoch + 1, 0)
-        if epoch == 0 and self.sampling == "importance" and self.units_setting == "auto":
+        auto = self.units_setting == "auto" and self._disk_tier  # remote: reads cost
+        if epoch == 0 and self.sampling == "importance" and auto:
             self._choose_units()
 
     def _count_labels(self, index: torch.Tensor, targets: torch.Tensor) -> None:

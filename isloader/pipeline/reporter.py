@@ -64,6 +64,9 @@ class Reporter:
         self._sender.close()
 
     def _send(self, batch: list[tuple[torch.Tensor, ...]]) -> None:
-        indices = [index.cpu().numpy().astype(np.int64) for index, _, _ in batch]
-        values = [self._metric(out, y).cpu().double().numpy() for _, out, y in batch]
-        self._store.update(np.concatenate(indices), np.concatenate(values))
+        """One metric call and one store update for every queued report."""
+        index = torch.cat([i.reshape(-1) for i, _, _ in batch])
+        outputs = torch.cat([o for _, o, _ in batch])
+        targets = torch.cat([t for _, _, t in batch])
+        q = self._metric(outputs, targets)
+        self._store.update(index.cpu().numpy().astype(np.int64), q.cpu().double().numpy())

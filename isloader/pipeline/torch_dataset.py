@@ -221,7 +221,7 @@ def _batches(
     full = rows if final else rows - rows % size
     for start in range(0, full, size):
         yield {
-            k: torch.from_numpy(np.ascontiguousarray(v[start : start + size]))
+            k: torch.from_numpy(np.array(v[start : start + size], order="C"))  # owned, writable
             if v.dtype.kind in "biuf"
             else v[start : start + size]
             for k, v in merged.items()

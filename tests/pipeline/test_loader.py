@@ -202,11 +202,12 @@ def test_read_importance_is_a_ray_dataset_for_iter_torch_batches(dataset) -> Non
 
 @pytest.mark.parametrize("sorted_by_label", [False, True])
 def test_locality_is_chosen_after_the_init_epoch_unless_the_layout_is_clustered(
-    tmp_path, sorted_by_label
+    s3_bucket, tmp_path, sorted_by_label
 ) -> None:
     import warnings
 
     import pyarrow.parquet as pq
+    import s3fs
 
     from tests.data.shards import expected_rows
 
@@ -214,14 +215,15 @@ def test_locality_is_chosen_after_the_init_epoch_unless_the_layout_is_clustered(
     table = expected_rows(n)
     if sorted_by_label:
         table = table.sort_by("label")
-    uri = tmp_path / "d"
-    uri.mkdir()
-    pq.write_table(table, uri / "part-000.parquet", row_group_size=100)
+    bucket, options = s3_bucket
+    with s3fs.S3FileSystem(**options).open(f"{bucket}/d/part-000.parquet", "wb") as f:
+        pq.write_table(table, f, row_group_size=100)
     with LocalStore(n) as store, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loader = ImportanceLoader(
-            str(uri), store=store, batch_size=32, columns=["feat", "label"], window=1
-        )
+            f"{bucket}/d", store=store, batch_size=32, columns=["feat", "label"], window=1,
+            storage_options=options, cache_dir=str(tmp_path / "cache"),
+        )  # fmt: skip
         train_epoch(loader, torch.nn.Linear(3, 7), 0)
         clustered = [w for w in caught if "clustered" in str(w.message)]
         if sorted_by_label:
