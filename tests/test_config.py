@@ -42,7 +42,7 @@ def test_the_token_comes_from_a_secrets_file(tmp_path, monkeypatch) -> None:
     ("pairs", "expected"),
     [
         (["anon=false"], {"anon": False}),
-        (["anon=true", "default_block_size=1048576"], {"anon": True, "default_block_size": 1048576}),
+        (["anon=true", "block_size=1048576"], {"anon": True, "block_size": 1048576}),
         (["profile=dev"], {"profile": "dev"}),
         (['client_kwargs={"endpoint_url": "http://127.0.0.1:9000"}'],
          {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}),

@@ -101,8 +101,8 @@ def _method_options(method: str, shared: dict, settings: DemoSettings, scratch: 
     get a fresh importance-aware disk cache of ``cache_fraction`` of the dataset."""
     if not shared:
         return {}
-    if method == "uniform":
-        return {**shared, "cache_dir": ""}
+    if method == "uniform":  # a streaming loader keeps nothing across epochs
+        return {**shared, "cache_dir": "", "memory_bytes": 0}
     catalog_bytes = shared.get("dataset_bytes", 0)
     return {
         **shared,
