@@ -1,6 +1,6 @@
 """``ImportanceTable``: the paper's method for one contiguous index range.
 
-The state machine of DESIGN.md section 1, with no I/O in it:
+The state machine of docs/architecture.md ("The method"), with no I/O in it:
 
 - ``q[i] >= 0`` un-normalised importance, ``seen[i]``, ``pruned[i]``;
 - sampling with replacement from ``p[i] = q[i] / sum_{j active} q[j]`` (pruned: 0)

@@ -1,4 +1,4 @@
-"""The method of DESIGN.md section 1, checked against exact references."""
+"""The method (docs/architecture.md), checked against exact references."""
 
 import numpy as np
 import pytest
