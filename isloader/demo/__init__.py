@@ -17,18 +17,27 @@ from __future__ import annotations
 import json
 import tempfile
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from isloader.demo.data import decode_raw, make_mnist1d, publish
+from isloader.demo.data import decode_npy, decode_raw, make_mnist1d, publish
 from isloader.demo.methods import METHODS
 from isloader.demo.report import plot, print_table, summarize
 from isloader.demo.train import RunResult, build_model, evaluate, train_method
 
-__all__ = ["DemoSettings", "run_demo", "train_method", "RunResult", "build_model", "evaluate"]
+__all__ = [
+    "Comparison",
+    "DemoSettings",
+    "RunResult",
+    "build_model",
+    "evaluate",
+    "open_comparison",
+    "run_demo",
+    "train_method",
+]
 
 
 class DemoSettings(BaseModel):
@@ -52,6 +61,7 @@ class DemoSettings(BaseModel):
     bandwidth_mbps: float = Field(100.0, ge=0, description="per connection, 0: no cap")
     cache_fraction: float = Field(0.5, gt=0, le=1, description="disk cache / dataset bytes")
     memory_mb: int = Field(16, ge=0, description="memory tier per reader process")
+    format: str = Field("parquet", pattern="^(parquet|webdataset)$", description="shard format")
 
     def method_list(self) -> list[str]:
         methods = [m for m in self.methods.split(",") if m]
@@ -63,52 +73,74 @@ class DemoSettings(BaseModel):
         return methods
 
 
-def _dataset(settings: DemoSettings, out: Path, stack: ExitStack) -> tuple[Any, Any, dict]:
-    """The dataset URI, the test set and the loader options every method shares."""
+@dataclass
+class Comparison:
+    """What every method of a comparison shares: the dataset (a catalog on the emulated
+    endpoint, or a local URI), the test set, and the loader options of each method."""
+
+    settings: DemoSettings
+    dataset: Any
+    test_set: Any
+    remote: dict[str, Any] = field(default_factory=dict)  # options when data is remote
+    scratch: Path = Path(".")
+
+    def options(self, method: str, run: str = "") -> dict[str, Any]:
+        """Uniform streams with no cache across epochs (a streaming loader); the other
+        methods get a fresh importance-aware disk cache of ``cache_fraction`` of the
+        dataset, and a memory tier smaller than the dataset."""
+        if not self.remote:
+            return {}
+        if method == "uniform":
+            return {**self.remote, "cache_dir": "", "memory_bytes": 0}
+        limit = int(self.settings.cache_fraction * self.dataset.unit_bytes().sum())
+        cache = self.scratch / f"cache-{method}-{run}"
+        return {**self.remote, "cache_dir": str(cache), "cache_bytes": limit,
+                "memory_bytes": self.settings.memory_mb << 20}  # fmt: skip
+
+    @property
+    def where(self) -> str:
+        s = self.settings
+        if not self.remote:
+            return "local Parquet"
+        return (
+            f"S3 emulated: {s.latency_ms:g} ms/request, {s.bandwidth_mbps:g} Mbit/s per "
+            f"connection, {s.row_bytes} B rows"
+        )
+
+
+def open_comparison(settings: DemoSettings, stack: ExitStack) -> Comparison:
+    """Make the data (and start the emulated endpoint, closed with ``stack``)."""
     from isloader.data.catalog import ShardCatalog
     from isloader.data.reader import ShardReader
     from isloader.pipeline.tasks import table_to_numpy
 
+    out = Path(settings.output)
+    scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="isloader-demo-")))
     if settings.dataset:
         catalog = ShardCatalog.open(settings.dataset)
         held = list(range(0, len(catalog), max(1, len(catalog) // 2000)))  # evaluation rows
         columns = table_to_numpy(ShardReader(catalog).read(held, ["x", "y"]))
-        return settings.dataset, (columns["x"], columns["y"].astype("int64")), {}
+        test_set = (columns["x"], columns["y"].astype("int64"))
+        return Comparison(settings, settings.dataset, test_set, scratch=scratch)
     remote = not settings.local
-    row_bytes = settings.row_bytes if remote else 0
     local, test_set = make_mnist1d(
-        out / "data", settings.train_size, settings.test_size, settings.seed, row_bytes=row_bytes
-    )
+        out / "data", settings.train_size, settings.test_size, settings.seed,
+        row_bytes=settings.row_bytes if remote else 0, fmt=settings.format,
+    )  # fmt: skip
     if not remote:
-        return local, test_set, {}
+        return Comparison(settings, local, test_set, scratch=scratch)
     from isloader.demo.endpoint import EmulatedObjectStore
 
     s3 = stack.enter_context(
         EmulatedObjectStore(latency_ms=settings.latency_ms, bandwidth_mbps=settings.bandwidth_mbps)
     )
     uri = publish(local, f"{s3.bucket('isloader-demo')}/mnist1d", s3.direct_options)
-    options = {
-        "storage_options": s3.storage_options,
-        "transform": decode_raw,
-        "columns": ["raw", "y"],
-        "memory_bytes": settings.memory_mb << 20,
-    }
-    return ShardCatalog.load(uri, storage_options=s3.storage_options), test_set, options
-
-
-def _method_options(method: str, shared: dict, settings: DemoSettings, scratch: Path) -> dict:
-    """Uniform streams with no cache across epochs (a streaming loader); the other methods
-    get a fresh importance-aware disk cache of ``cache_fraction`` of the dataset."""
-    if not shared:
-        return {}
-    if method == "uniform":  # a streaming loader keeps nothing across epochs
-        return {**shared, "cache_dir": "", "memory_bytes": 0}
-    catalog_bytes = shared.get("dataset_bytes", 0)
-    return {
-        **shared,
-        "cache_dir": str(scratch / f"cache-{method}"),
-        "cache_bytes": int(settings.cache_fraction * catalog_bytes),
-    }
+    tar = settings.format == "webdataset"
+    options = {"storage_options": s3.storage_options,
+               "transform": decode_npy if tar else decode_raw,
+               "columns": ["npy", "cls"] if tar else ["raw", "y"]}  # fmt: skip
+    catalog = ShardCatalog.load(uri, storage_options=s3.storage_options)
+    return Comparison(settings, catalog, test_set, options, scratch)
 
 
 def run_demo(settings: DemoSettings) -> list[dict[str, Any]]:
@@ -122,10 +154,7 @@ def run_demo(settings: DemoSettings) -> list[dict[str, Any]]:
     methods = settings.method_list()
     start_ray()
     with ExitStack() as stack:
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="isloader-demo-")))
-        dataset, test_set, shared = _dataset(settings, out, stack)
-        if shared:
-            shared["dataset_bytes"] = int(dataset.unit_bytes().sum())
+        comparison = open_comparison(settings, stack)
         deployed = None
         if settings.store:
             from isloader.store.client import StoreClient
@@ -134,39 +163,27 @@ def run_demo(settings: DemoSettings) -> list[dict[str, Any]]:
             deployed = stack.enter_context(StoreClient(settings.store, token=token))
         # Warm-up: Ray starts its read actors and they import the data plane, so the
         # first method timed does not pay for it.
-        warm = {
-            k: v
-            for k, v in _method_options("uniform", shared, settings, scratch).items()
-            if k != "dataset_bytes"
-        }
-        train_method(
-            "uniform", dataset, test_set, epochs=1, batch_size=settings.batch_size, seed=0, **warm
-        )
+        train_method("uniform", comparison.dataset, comparison.test_set, epochs=1,
+                     batch_size=settings.batch_size, seed=0, **comparison.options("uniform"))
         results: list[RunResult] = []
         target_active = None
         with tqdm(total=len(methods) * settings.epochs, unit="epoch") as bar:
             for method in methods:
                 bar.set_description(method)
-                options = _method_options(method, shared, settings, scratch)
-                options.pop("dataset_bytes", None)
                 store = deployed if method != "uniform" else None
                 if store is not None:
                     store.reset()
                 result = train_method(
-                    method,
-                    dataset,
-                    test_set,
-                    epochs=settings.epochs,
-                    batch_size=settings.batch_size,
-                    seed=settings.seed,
-                    store=store,
+                    method, comparison.dataset, comparison.test_set, epochs=settings.epochs,
+                    batch_size=settings.batch_size, seed=settings.seed, store=store,
                     target_active=target_active,
                     on_epoch=lambda e, bar=bar: (bar.update(1), bar.set_postfix(acc=e["test_acc"])),
-                    **options,
-                )
+                    **comparison.options(method),
+                )  # fmt: skip
                 if method == "ours_is_prune":
                     target_active = result.series("active")
                 results.append(result)
+        where = comparison.where
     rows = summarize(results)
     where = (
         "local Parquet"
