@@ -14,6 +14,8 @@ __all__ = [
     "MessageTooLargeError",
     "AuthenticationError",
     "StoreUnavailableError",
+    "StoreNotWritableError",
+    "RequestInProgressError",
     "UnknownLayoutError",
     "SnapshotError",
     "SnapshotMismatchError",
@@ -46,6 +48,16 @@ class AuthenticationError(IsloaderError, PermissionError):
 
 class StoreUnavailableError(IsloaderError, ConnectionError):
     """A store shard that stays unreachable after retries; the message names it."""
+
+
+class StoreNotWritableError(StoreUnavailableError):
+    """A shard that cannot log a change durably (disk full, read-only): it refuses
+    writes and reports NOT_SERVING until it can log again; nothing was applied."""
+
+
+class RequestInProgressError(StoreUnavailableError):
+    """The same ``(client_id, seq)`` is still being logged: retry after a moment (the
+    first attempt either completes, and the retry is a duplicate, or fails)."""
 
 
 class UnknownLayoutError(IsloaderError, LookupError):

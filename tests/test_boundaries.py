@@ -33,7 +33,8 @@ def test_error_to_status_round_trips_for_every_mapped_error() -> None:
     for kind, code in STATUS_FOR_ERROR:
         exc = kind("x") if not issubclass(kind, errors.ShardError) else kind("u", "x")
         assert status_for(exc) == code
-        assert isinstance(error_for(code, "x"), kind)
+        received = error_for(code, "x")  # what a client raises: the kind, or what it refines
+        assert isinstance(received, kind) or issubclass(kind, type(received))
 
 
 def test_generated_protobuf_code_is_current() -> None:

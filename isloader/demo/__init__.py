@@ -163,8 +163,15 @@ def run_demo(settings: DemoSettings) -> list[dict[str, Any]]:
             deployed = stack.enter_context(StoreClient(settings.store, token=token))
         # Warm-up: Ray starts its read actors and they import the data plane, so the
         # first method timed does not pay for it.
-        train_method("uniform", comparison.dataset, comparison.test_set, epochs=1,
-                     batch_size=settings.batch_size, seed=0, **comparison.options("uniform"))
+        train_method(
+            "uniform",
+            comparison.dataset,
+            comparison.test_set,
+            epochs=1,
+            batch_size=settings.batch_size,
+            seed=0,
+            **comparison.options("uniform"),
+        )
         results: list[RunResult] = []
         target_active = None
         with tqdm(total=len(methods) * settings.epochs, unit="epoch") as bar:

@@ -5,11 +5,17 @@ not have: a lock, the write-ahead log (every change is logged, in apply order,
 before it is acknowledged), snapshots (restore on start, then replay the log
 written since), and metrics. The gRPC servicer and ``LocalStore`` both wrap it.
 
-An update is validated, deduplicated by ``(client_id, seq)`` and logged before it
-is acknowledged, and applied (the EMA) by a background thread in arrival order, so
-the arithmetic is off the request's critical path. Every read and every
-epoch-level change first applies whatever is still queued, so a client always
-sees its own acknowledged updates.
+An update is validated, deduplicated by ``(client_id, seq)`` and logged; it is
+acknowledged once its record is durable, and applied (the EMA) by a background
+thread in log order, so the arithmetic is off the request's critical path. Only
+durable records are applied and only applied requests count as seen: a retry of a
+request whose write failed is applied, and a failed write changes nothing, in memory
+or after a restart. Every read and every epoch-level change first applies whatever
+durable update is still queued, so a client always sees its own acknowledged updates.
+
+A shard whose log cannot be written refuses writes (``StoreNotWritableError``) and
+reports itself not writable to its watchers (the server's health status) until a
+write finds the log usable again.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from isloader.errors import RequestInProgressError, SnapshotError, StoreNotWritableError
 from isloader.store.metrics import ShardMetrics
 from isloader.store.records import Plan, ShardView, TableStats, UnitStats
 from isloader.store.snapshot import read_latest_snapshot, write_snapshot
@@ -39,6 +46,15 @@ log = logging.getLogger(__name__)
 _UPDATE, _END_EPOCH, _PRUNE, _READMIT, _RESET = 1, 2, 3, 4, 5
 _METHODS = {_END_EPOCH: "end_epoch", _PRUNE: "prune", _READMIT: "readmit", _RESET: "reset"}
 _REQUEST = struct.Struct("<QH")  # seq, len(client_id)
+
+
+class _Pending(NamedTuple):
+    """A logged update waiting to be applied (once its ticket is durable)."""
+
+    local: np.ndarray
+    values: np.ndarray
+    request: tuple[str, int] | None
+    ticket: int | None
 
 
 @dataclass(frozen=True)
@@ -66,7 +82,10 @@ class StoreShard:
         self.metrics = ShardMetrics(self._state_gauges)
         self._table = ImportanceTable(config)
         self._lock = threading.Lock()
-        self._backlog: list[tuple[np.ndarray, np.ndarray]] = []
+        self._backlog: list[_Pending] = []
+        self._in_flight: set[tuple[str, int]] = set()  # logged, not yet applied
+        self._writable = True
+        self._watchers: list[Callable[[bool], None]] = []
         self._wake = threading.Event()
         self._closed = False
         self._snapshot_lock = threading.Lock()
@@ -74,8 +93,10 @@ class StoreShard:
         self._wal: WriteAheadLog | None = None
         d = self.durability
         first_segment = 0
+        existing = WriteAheadLog.existing_segments(d.wal_dir) if d.wal_dir else []
         if d.snapshot_uri:
-            state = read_latest_snapshot(d.snapshot_uri, d.storage_options)
+            covered = existing[0] if existing else None
+            state = read_latest_snapshot(d.snapshot_uri, d.storage_options, wal_from=covered)
             if state is not None:
                 self._table.load_state(state)
                 self._snapshot_version = self._table.version
@@ -83,6 +104,13 @@ class StoreShard:
                 log.info(
                     "restored snapshot version %d from %s", self._table.version, d.snapshot_uri
                 )
+        if existing and existing[0] > first_segment:
+            raise SnapshotError(
+                f"{d.wal_dir}: the write-ahead log starts at segment {existing[0]} but the "
+                f"state restored needs segment {first_segment} on: updates in between would "
+                "be lost (a newer snapshot was removed or is incomplete); restore it, or move "
+                "the log aside to start from what remains"
+            )
         if d.wal_dir:
             self._wal = WriteAheadLog(d.wal_dir)
             if replay:
@@ -143,30 +171,51 @@ class StoreShard:
     def update(
         self, indices: np.ndarray, values: np.ndarray, client_id: str = "", seq: int = 0
     ) -> bool:
-        """Validate, deduplicate and log now; apply in the background (or at once, with
-        ``apply_inline``). False: a retry."""
+        """Validate, deduplicate and log; acknowledge once durable; apply in log order
+        (in the background, or at once with ``apply_inline``). False: a retry.
+
+        Raises:
+            InvalidArgumentError, IndexOutOfRangeError: bad input (nothing changes).
+            StoreNotWritableError: the log cannot be written (nothing is applied).
+            RequestInProgressError: the same request is still being logged.
+        """
+        request = (client_id, seq) if client_id else None
         with self._timed("update"):
             with self._lock:
                 local, vals = self._table.validate_update(indices, values)
-                applied = not client_id or self._table.claim((client_id, seq))
+                if request is not None:
+                    self._table.check_request(request)
+                    if self._table.applied(request) or (
+                        request in self._in_flight and self._durable_request(request)
+                    ):
+                        self.metrics.duplicates.inc()
+                        return False
+                    if request in self._in_flight:
+                        raise RequestInProgressError(f"request {seq} of {client_id} in progress")
                 ticket = None
-                if applied:
-                    if self._wal is not None:  # encode only when there is a log to write
-                        payload = _encode_update(indices, values, client_id, seq)
-                        ticket = self._wal.append(_UPDATE, payload)
-                    if self._inline:
-                        self._table.apply_update(local, vals)
-                    else:
-                        self._backlog.append((local, vals))
+                if self._wal is not None:  # encode only when there is a log to write
+                    ticket = self._append(_UPDATE, _encode_update(indices, values, client_id, seq))
+                self._backlog.append(_Pending(local, vals, request, ticket))
+                if request is not None:
+                    self._in_flight.add(request)
             self._sync(ticket)
-        if applied:
-            if not self._inline:
-                self._wake.set()
-            self.metrics.updates.inc()
-            self.metrics.updated_samples.inc(len(local))
+        if self._inline:
+            with self._lock:
+                self._apply_backlog()
         else:
-            self.metrics.duplicates.inc()
-        return applied
+            self._wake.set()
+        self.metrics.updates.inc()
+        self.metrics.updated_samples.inc(len(local))
+        return True
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    def watch_writable(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(writable)`` now and whenever the shard's writability changes."""
+        self._watchers.append(callback)
+        callback(self._writable)
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
         return self._change(_END_EPOCH, "end_epoch", epoch=epoch, eps=eps)
@@ -217,9 +266,60 @@ class StoreShard:
             yield
 
     def _apply_backlog(self) -> None:
-        backlog, self._backlog = self._backlog, []
-        for local, values in backlog:
-            self._table.apply_update(local, values)
+        """Apply the durable prefix of the backlog, in log order (under the lock)."""
+        synced = self._wal.synced if self._wal is not None else 0
+        done = 0
+        for entry in self._backlog:
+            if entry.ticket is not None and entry.ticket > synced:
+                break  # not durable yet: it and everything after it wait
+            self._table.apply_update(entry.local, entry.values)
+            if entry.request is not None:
+                self._table.claim(entry.request)
+                self._in_flight.discard(entry.request)
+            done += 1
+        if done:
+            del self._backlog[:done]
+
+    def _durable_request(self, request: tuple[str, int]) -> bool:
+        synced = self._wal.synced if self._wal is not None else 0
+        return any(
+            e.request == request and (e.ticket is None or e.ticket <= synced) for e in self._backlog
+        )
+
+    def _append(self, kind: int, payload: bytes) -> int:
+        """Log a record (under the lock), first recovering a broken log if it can.
+
+        Raises:
+            StoreNotWritableError: the log cannot be written.
+        """
+        assert self._wal is not None
+        try:
+            if self._wal.broken:
+                self._wal.recover()
+            ticket = self._wal.append(kind, payload)
+        except StoreNotWritableError:
+            self._drop_unlogged()
+            raise
+        self._set_writable(True)
+        return ticket
+
+    def _drop_unlogged(self) -> None:
+        """After a log failure (under the lock): forget what was never durable."""
+        synced = self._wal.synced if self._wal is not None else 0
+        kept = [e for e in self._backlog if e.ticket is None or e.ticket <= synced]
+        for entry in self._backlog:
+            if entry not in kept and entry.request is not None:
+                self._in_flight.discard(entry.request)
+        self._backlog = kept
+        self._set_writable(False)
+
+    def _set_writable(self, writable: bool) -> None:
+        if writable != self._writable:
+            self._writable = writable
+            if not writable:
+                log.error("the write-ahead log cannot be written: refusing writes")
+            for callback in self._watchers:
+                callback(writable)
 
     def _applier(self) -> None:
         while not self._closed:
@@ -229,12 +329,36 @@ class StoreShard:
                 self._apply_backlog()
 
     def _change(self, kind: int, method: str, **kwargs: Any) -> Any:
-        with self._timed(method):
-            with self._settled():
-                result = self._apply(method, kwargs)
-                ticket = self._log(kind, json.dumps(kwargs).encode())
-            self._sync(ticket)
-        return result
+        """An epoch-level change: validated, logged and made durable, then applied, all
+        under the lock (rare calls; a change that cannot be logged is not applied)."""
+        with self._timed(method), self._lock:
+            if self._wal is not None:
+                self._sync_locked()  # what is queued becomes durable, then applies
+            self._apply_backlog()
+            self._check_change(method, kwargs)
+            if self._wal is not None:
+                self._append(kind, json.dumps(kwargs).encode())
+                self._sync_locked()
+            return self._apply(method, kwargs)
+
+    def _sync_locked(self) -> None:
+        """Make everything logged durable, under the lock (epoch-level changes only)."""
+        assert self._wal is not None
+        try:
+            self._wal.sync(self._wal.written)
+        except StoreNotWritableError:
+            self._drop_unlogged()
+            raise
+
+    def _check_change(self, method: str, kwargs: dict[str, Any]) -> None:
+        """Validate a change before it is logged: on a copy-free dry run of its checks."""
+        checks = {
+            "end_epoch": lambda: self._table.check_end_epoch(kwargs["epoch"], kwargs["eps"]),
+            "prune": lambda: self._table.check_prune(kwargs["threshold"], kwargs["epoch"]),
+            "readmit": lambda: self._table.check_readmit(kwargs["fraction"], kwargs["epoch"]),
+        }
+        if method in checks:
+            checks[method]()
 
     def _apply(self, method: str, kwargs: dict[str, Any]) -> Any:
         if method == "readmit":
@@ -258,12 +382,20 @@ class StoreShard:
             method = methods[kind]
             self._apply(method, json.loads(payload))
 
-    def _log(self, kind: int, payload: bytes) -> int | None:
-        return self._wal.append(kind, payload) if self._wal is not None else None
-
     def _sync(self, ticket: int | None) -> None:
-        if ticket is not None and self._wal is not None:
+        """Wait (outside the lock) until ``ticket`` is durable.
+
+        Raises:
+            StoreNotWritableError: the log failed first; the update is dropped unapplied.
+        """
+        if ticket is None or self._wal is None:
+            return
+        try:
             self._wal.sync(ticket)
+        except StoreNotWritableError:
+            with self._lock:
+                self._drop_unlogged()
+            raise
 
     @contextmanager
     def _timed(self, method: str):

@@ -9,7 +9,8 @@ A snapshot location is a directory (``/var/lib/isloader/shard-0``,
 
 Local files are written to a temporary name and renamed; object stores get a single
 PUT, which is atomic. Restore takes the newest snapshot whose marker exists and whose
-bytes match it, so a crash mid-write never leaves a half snapshot to be restored.
+bytes match it, so a crash mid-write never leaves a half snapshot to be restored; it
+falls back to an older one only where the write-ahead log covers the difference.
 """
 
 from __future__ import annotations
@@ -85,20 +86,50 @@ def write_snapshot(
 
 
 def read_latest_snapshot(
-    uri: str, storage_options: dict[str, Any] | None = None
+    uri: str, storage_options: dict[str, Any] | None = None, *, wal_from: int | None = None
 ) -> TableState | None:
-    """The newest complete snapshot under ``uri``, or None when there is none."""
+    """The newest complete, intact snapshot under ``uri``, or None when there is none.
+
+    A newer snapshot that is damaged (unreadable marker, missing or mismatched data) is
+    passed over for an older one only when the write-ahead log, whose first segment is
+    ``wal_from``, still holds everything since that older one; otherwise falling back
+    would silently lose the updates in between, and it raises instead.
+
+    Raises:
+        SnapshotError: the newest snapshot is damaged and nothing can stand in for it.
+    """
     versions = list_snapshots(uri, storage_options)
-    if not versions:
-        return None
     fs, root = _fs(uri, storage_options)
-    stem = f"{root}/snapshot-{versions[-1]:016d}"
-    marker = json.loads(fs.cat_file(f"{stem}.complete"))
+    failures = []
+    for version in reversed(versions):
+        stem = f"{root}/snapshot-{version:016d}"
+        try:
+            state = _read(fs, stem)
+        except SnapshotError as exc:
+            failures.append(str(exc))
+            continue
+        if failures and (wal_from is None or wal_from > int(state.meta.get("wal_segment", 0))):
+            raise SnapshotError(
+                f"{failures[0]}; the older snapshot {version} cannot stand in: the write-ahead "
+                "log no longer holds the updates since it"
+            )
+        return state
+    if failures:
+        raise SnapshotError(f"{failures[0]}; no intact snapshot to fall back on")
+    return None
+
+
+def _read(fs: fsspec.AbstractFileSystem, stem: str) -> TableState:
+    try:
+        marker = json.loads(fs.cat_file(f"{stem}.complete"))
+        size, digest = int(marker["size"]), str(marker["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SnapshotError(f"{stem}.complete: not a completion marker ({exc})") from None
     try:
         data = fs.cat_file(f"{stem}.npz")
     except FileNotFoundError as exc:
         raise SnapshotError(f"{stem}.npz: marker present but data missing") from exc
-    if len(data) != marker["size"] or hashlib.sha256(data).hexdigest() != marker["sha256"]:
+    if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
         raise SnapshotError(f"{stem}.npz: contents do not match its completion marker")
     with np.load(io.BytesIO(data)) as arrays:
         meta = json.loads(arrays["meta"].tobytes().decode())

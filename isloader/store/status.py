@@ -18,6 +18,8 @@ STATUS_FOR_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
     (errors.SnapshotError, grpc.StatusCode.DATA_LOSS),
     (errors.StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (errors.StoreNotWritableError, grpc.StatusCode.UNAVAILABLE),
+    (errors.RequestInProgressError, grpc.StatusCode.UNAVAILABLE),
 )
 
 ERROR_FOR_STATUS: dict[grpc.StatusCode, type[Exception]] = {

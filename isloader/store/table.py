@@ -37,10 +37,12 @@ import numpy as np
 from isloader.errors import (
     IndexOutOfRangeError,
     InvalidArgumentError,
+    MessageTooLargeError,
     SnapshotError,
     SnapshotMismatchError,
     UnknownLayoutError,
 )
+from isloader.store.limits import MAX_EPOCH, MAX_SAMPLE, MAX_UNITS, MAX_VALUE
 from isloader.store.records import Plan, ShardView, TableState, TableStats, UnitStats
 from isloader.store.requests import RequestLog
 from isloader.store.snapshot import read_latest_snapshot, write_snapshot
@@ -95,6 +97,32 @@ def _check_values(name: str, values: np.ndarray) -> None:
         raise InvalidArgumentError(f"{name} contains NaN or infinity")
     if values.size and (values < 0).any():
         raise InvalidArgumentError(f"{name} contains negative values (min {values.min()})")
+    if values.size and values.max() > MAX_VALUE:
+        raise InvalidArgumentError(f"{name} exceeds {MAX_VALUE:g} (max {values.max():g})")
+
+
+def _check_count(name: str, value: object, limit: int) -> int:
+    """An integer in ``[0, limit]``; more than ``limit`` is too large a request."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+    if value < 0:
+        raise InvalidArgumentError(f"{name} must be >= 0, got {value}")
+    if value > limit:
+        raise MessageTooLargeError(f"{name} {value} exceeds the limit of {limit}")
+    return int(value)
+
+
+def _check_epoch(epoch: object) -> int:
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+        raise InvalidArgumentError(f"epoch must be an integer, got {epoch!r}")
+    if not 0 <= epoch < MAX_EPOCH:
+        raise InvalidArgumentError(f"epoch must be in [0, {MAX_EPOCH}), got {epoch}")
+    return int(epoch)
+
+
+def _check_eps(name: str, value: float) -> None:
+    if not (math.isfinite(value) and 0 <= value <= MAX_VALUE):
+        raise InvalidArgumentError(f"{name} must be finite, >= 0 and <= {MAX_VALUE:g}, got {value}")
 
 
 class ImportanceTable:
@@ -152,6 +180,9 @@ class ImportanceTable:
         return self._tree.nbytes + self._seen.nbytes + self._pruned.nbytes  # q: the leaves
 
     def view(self) -> ShardView:
+        """Total mass and active count, exact: the tree is brought up to date first, so
+        a read never moves the reported mass."""
+        self._refresh()
         return ShardView(self._total, self._active)
 
     def importance(self, indices: np.ndarray) -> np.ndarray:
@@ -169,6 +200,8 @@ class ImportanceTable:
     ) -> bool:
         """Eq. 8 for each distinct index; returns False for an already applied request."""
         local, values = self.validate_update(indices, values)
+        if request is not None:
+            self.check_request(request)
         if request is not None and not self.claim(request):
             return False
         self.apply_update(local, values)
@@ -187,8 +220,17 @@ class ImportanceTable:
         _check_values("values", values)
         return local, values
 
+    def check_request(self, request: tuple[str, int]) -> None:
+        """Raise unless ``(client_id, seq)`` is a well-formed request id."""
+        self._requests.check(*request)
+
+    def applied(self, request: tuple[str, int]) -> bool:
+        """Whether ``(client_id, seq)`` was applied before (a retry)."""
+        return self._requests.applied(*request)
+
     def claim(self, request: tuple[str, int]) -> bool:
         """Record ``(client_id, seq)``; False when it was recorded before (a retry)."""
+        self._requests.check(*request)
         if self._requests.applied(*request):
             return False
         self._requests.record(*request)
@@ -208,7 +250,6 @@ class ImportanceTable:
             self._q[uniq] = new
             self._seen[uniq] = True
             self._seen_count += int(uniq.size - was_seen.sum())
-            self._total += float(np.sum(new) - np.sum(old))
             self._pending.append(uniq)
             self._pending_count += uniq.size
             if self._pending_count > (1 << 18):
@@ -228,10 +269,8 @@ class ImportanceTable:
         With ``layout`` (registered by ``set_layout``) and ``units = G > 0`` the draws
         are locality-aware: restricted to ``G`` units picked by mass, same marginals.
         """
-        if count < 0:
-            raise InvalidArgumentError(f"sample count must be >= 0, got {count}")
-        if units < 0:
-            raise InvalidArgumentError(f"units per window must be >= 0, got {units}")
+        count = _check_count("sample count", count, MAX_SAMPLE)
+        units = _check_count("units per window", units, MAX_SAMPLE)
         if count == 0:
             empty = np.zeros(0)
             return Plan(np.zeros(0, dtype=np.int64), empty, empty)
@@ -289,6 +328,8 @@ class ImportanceTable:
         b = np.asarray(bounds)
         if b.ndim != 1 or b.size < 2 or not np.issubdtype(b.dtype, np.integer):
             raise InvalidArgumentError("unit bounds must be >= 2 ascending integers")
+        if b.size > MAX_UNITS + 1:
+            raise MessageTooLargeError(f"a layout has at most {MAX_UNITS} units")
         b = b.astype(np.int64)
         if b[0] != 0 or (np.diff(b) <= 0).any() or b[-1] < self.stop:
             raise InvalidArgumentError(
@@ -324,12 +365,26 @@ class ImportanceTable:
         except KeyError:
             raise UnknownLayoutError(f"unit layout {layout!r} is not registered") from None
 
+    def check_end_epoch(self, epoch: int, eps: float) -> None:
+        """Raise what ``end_epoch`` would raise, changing nothing."""
+        _check_eps("eps", eps)
+        _check_epoch(epoch)
+
+    def check_prune(self, threshold: float, epoch: int | None) -> None:
+        _check_eps("threshold", threshold)
+        if epoch is not None:
+            _check_epoch(epoch)
+
+    def check_readmit(self, fraction: float, epoch: int | None) -> None:
+        if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+            raise InvalidArgumentError(f"readmit fraction must be in [0, 1], got {fraction}")
+        if epoch is not None:
+            _check_epoch(epoch)
+
     def end_epoch(self, epoch: int, eps: float) -> bool:
         """Alg. 1 line 13, once per epoch number: ``q += eps`` on every active sample."""
-        if not (math.isfinite(eps) and eps >= 0):
-            raise InvalidArgumentError(f"eps must be finite and >= 0, got {eps}")
-        if epoch < 0:
-            raise InvalidArgumentError(f"epoch must be >= 0, got {epoch}")
+        self.check_end_epoch(epoch, eps)
+        epoch = int(epoch)
         if epoch < self._epoch:
             return False
         if eps:
@@ -344,8 +399,7 @@ class ImportanceTable:
 
         With ``epoch`` the call is applied once per epoch number (ranks may all call it).
         """
-        if not (math.isfinite(threshold) and threshold >= 0):
-            raise InvalidArgumentError(f"threshold must be finite and >= 0, got {threshold}")
+        self.check_prune(threshold, epoch)
         if epoch is not None and epoch <= self._last_prune_epoch:
             return 0
         newly = self._seen & ~self._pruned & (self._q <= threshold)
@@ -364,8 +418,7 @@ class ImportanceTable:
     ) -> int:
         """Put ``round(fraction * pruned)`` random pruned samples back, unseen, at the active
         mean q, so the next pass measures them afresh; returns how many."""
-        if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
-            raise InvalidArgumentError(f"readmit fraction must be in [0, 1], got {fraction}")
+        self.check_readmit(fraction, epoch)
         if epoch is not None and epoch <= self._last_readmit_epoch:
             return 0
         candidates = np.flatnonzero(self._pruned)
