@@ -17,6 +17,7 @@ pages, so no later fsync can vouch for them), and so does every append until
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -131,10 +132,8 @@ class WriteAheadLog:
                 fresh = open(self._path(self._segment + 1), "ab")  # noqa: SIM115
             except OSError as exc:
                 raise StoreNotWritableError(f"write-ahead log in {self._dir}: {exc}") from exc
-            try:
+            with contextlib.suppress(OSError):  # its unsynced bytes were never acknowledged
                 self._file.close()
-            except OSError:
-                pass  # its unsynced bytes were never acknowledged
             self._segment += 1
             self._file = fresh
             self._synced = self._written  # nothing before this point waits any more
