@@ -30,6 +30,7 @@ class MethodSettings:
     loss: str = "cross_entropy"
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     eps: float = 1e-3
+    q_floor: float = 0.05
     prune_every: int = 0
     prune_k: float = 2.0
     readmit_fraction: float = 0.0
@@ -40,6 +41,8 @@ class MethodSettings:
             raise ValueError(f"sampling must be 'importance' or 'uniform', got {self.sampling!r}")
         if self.prune_every < 0:
             raise ValueError(f"prune_every must be >= 0, got {self.prune_every}")
+        if not self.q_floor >= 0:
+            raise ValueError(f"q_floor must be >= 0, got {self.q_floor}")
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -64,7 +67,7 @@ class EpochProtocol:
         self.method = method
         self.rank = rank
         metric = importance_metric(method.metric, loss=method.loss, loss_fn=method.loss_fn)
-        self.reporter = Reporter(store, metric)
+        self.reporter = Reporter(store, metric, floor=method.q_floor)
 
     def report(self, index: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> bool:
         """Send ``q_new`` for the batch; False (nothing sent) for the uniform baseline."""

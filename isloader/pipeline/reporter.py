@@ -5,7 +5,8 @@ trainer's device from the outputs it already has, the move to the host and the
 store call happen on the ``BackgroundSender`` thread, behind a bounded queue (a full
 queue applies back-pressure rather than dropping updates; a store that hangs
 surfaces as an error, not a stalled step). Reports that queued up while the store
-was busy go out as one update.
+was busy go out as one update. ``floor`` is added to every measurement (see
+``ImportanceLoader``'s ``q_floor``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class Reporter:
     """Background sender of ``(index, q_new)`` pairs to a store."""
 
-    def __init__(self, store: ImportanceStore, metric: Metric, max_pending: int = 64) -> None:
+    def __init__(
+        self, store: ImportanceStore, metric: Metric, max_pending: int = 64, floor: float = 0.0
+    ) -> None:
         self._store = store
         self._metric = metric
+        self._floor = floor
         self._sender: BackgroundSender[tuple[torch.Tensor, ...]] = BackgroundSender(
             self._send,
             max_batch=4,
@@ -68,5 +72,5 @@ class Reporter:
         index = torch.cat([i.reshape(-1) for i, _, _ in batch])
         outputs = torch.cat([o for _, o, _ in batch])
         targets = torch.cat([t for _, _, t in batch])
-        q = self._metric(outputs, targets)
-        self._store.update(index.cpu().numpy().astype(np.int64), q.cpu().double().numpy())
+        q = self._metric(outputs, targets).cpu().double().numpy() + self._floor
+        self._store.update(index.cpu().numpy().astype(np.int64), q)

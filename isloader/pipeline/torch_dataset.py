@@ -62,6 +62,7 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         loss: str = "cross_entropy",
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         eps: float = 1e-3,
+        q_floor: float = 0.05,
         prune_every: int = 0,
         prune_k: float = 2.0,
         readmit_fraction: float = 0.0,
@@ -78,8 +79,8 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
             raise ValueError("batch_size and window must be >= 1, prefetch >= 0")
         self.method = MethodSettings(
             sampling=sampling, metric=metric, loss=loss, loss_fn=loss_fn, eps=eps,
-            prune_every=prune_every, prune_k=prune_k, readmit_fraction=readmit_fraction,
-            seed=seed,
+            q_floor=q_floor, prune_every=prune_every, prune_k=prune_k,
+            readmit_fraction=readmit_fraction, seed=seed,
         )  # fmt: skip
         self.catalog = (
             dataset
