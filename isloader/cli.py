@@ -41,6 +41,8 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
     health.add_argument("address", help="host:port")
     health.add_argument("--timeout", type=float, default=3.0)
     health.add_argument("--tls-ca", default=None, help="PEM CA when the shard serves TLS")
+    health.add_argument("--tls-cert", default=None, help="PEM client certificate (mTLS)")
+    health.add_argument("--tls-key", default=None, help="PEM client key (mTLS)")
     health.set_defaults(func=_cmd_store_health)
     reshard = store_sub.add_parser(
         "reshard", help="split or merge shard snapshots into a new number of shards"
@@ -80,8 +82,10 @@ def _cmd_store_health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     if args.tls_ca:
-        with open(args.tls_ca, "rb") as f:
-            channel = grpc.secure_channel(args.address, grpc.ssl_channel_credentials(f.read()))
+        from isloader.store.client import TlsConfig
+
+        tls = TlsConfig(args.tls_ca, client_cert=args.tls_cert, client_key=args.tls_key)
+        channel = grpc.secure_channel(args.address, tls.credentials())
     else:
         channel = grpc.insecure_channel(args.address)
     try:

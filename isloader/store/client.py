@@ -19,16 +19,20 @@ unit. Layouts are registered with each shard on first use (and again after a sha
 restart forgets them).
 
 Updates carry ``(client_id, seq)``, so a call retried after UNAVAILABLE is applied
-once. ``update(..., wait=False)`` goes through a bounded queue drained by one
-thread per client; ``flush()`` waits for it and raises the first failure.
+once; a shard acknowledges an update only once it is durable. Calls wait for a shard
+to be reachable and are retried with jittered backoff within ``retry_budget``
+seconds (``isloader.retry``), which rides out a shard restart; a call that is not
+idempotent (``readmit`` without an epoch) is not retried. The parts of a sharded
+update are retried each to completion, with the same seq. ``update(..., wait=False)``
+goes through a ``BackgroundSender`` (its seq is fixed when queued, so a retry after a
+failure is recognised); ``flush()`` waits for it and raises the first failure, which
+stays queued.
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,11 +47,13 @@ from isloader._proto import store_pb2_grpc
 from isloader.errors import (
     IndexOutOfRangeError,
     InvalidArgumentError,
-    IsloaderError,
     StoreUnavailableError,
     UnknownLayoutError,
 )
+from isloader.retry import RetryPolicy
+from isloader.sender import BackgroundSender
 from isloader.store.api import Seed, seed_sequence
+from isloader.store.limits import MAX_SAMPLE
 from isloader.store.records import Plan, ShardView, TableStats, UnitLayout, UnitStats
 from isloader.store.service import decode_array
 from isloader.store.status import error_for
@@ -109,8 +115,9 @@ class StoreClient:
         addresses: ``host:port`` of every shard, any order.
         token: bearer token, when the shards require one.
         tls: ``TlsConfig`` for TLS / mTLS; plaintext when None.
-        timeout: deadline of each RPC in seconds (default 10).
-        retries: attempts per RPC on UNAVAILABLE / DEADLINE_EXCEEDED (default 5).
+        timeout: deadline of each attempt in seconds (default 10).
+        retry_budget: seconds to keep retrying a call that found its shard unavailable
+            (default 10: a restarting shard is back well within it).
         max_pending: bound of the fire-and-forget queue (default 64 requests).
     """
 
@@ -121,17 +128,17 @@ class StoreClient:
         token: str | None = None,
         tls: TlsConfig | None = None,
         timeout: float = 10.0,
-        retries: int = 5,
+        retry_budget: float = 10.0,
         max_pending: int = 64,
     ) -> None:
         if isinstance(addresses, str):
             addresses = [a for a in addresses.split(",") if a]
         if not addresses:
             raise InvalidArgumentError("StoreClient needs at least one shard address")
-        self._args = (list(addresses), token, tls, timeout, retries, max_pending)
+        self._args = (list(addresses), token, tls, timeout, retry_budget, max_pending)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
-        self._retries = retries
+        self._retry = RetryPolicy(budget=retry_budget, base=0.05, cap=1.0)
         self._client_id = uuid.uuid4().hex
         self._seq = 0
         self._lock = threading.Lock()
@@ -152,9 +159,8 @@ class StoreClient:
         self._shards = sorted(shards, key=lambda s: s.start)
         self._check_tiling([json.loads(i.shard.config_json or "{}") for i in infos])
         self._stops = np.array([s.stop for s in self._shards], dtype=np.int64)
-        self._queue: queue.Queue[tuple[np.ndarray, np.ndarray] | None] = queue.Queue(max_pending)
-        self._failure: BaseException | None = None
-        self._sender: threading.Thread | None = None
+        self._max_pending = max_pending
+        self._sender: BackgroundSender[tuple[np.ndarray, np.ndarray, int]] | None = None
 
     def __reduce__(self) -> tuple[Callable[..., StoreClient], tuple[Any, ...]]:
         """Ray ships the client to read tasks by its arguments; the copy reconnects."""
@@ -177,26 +183,42 @@ class StoreClient:
     # -- updates ---------------------------------------------------------------
 
     def update(self, indices: np.ndarray, values: np.ndarray, *, wait: bool = True) -> None:
+        """Eq. 8 for each index, on the shards that own them.
+
+        Raises:
+            InvalidArgumentError, IndexOutOfRangeError: bad input (nothing is sent).
+            StoreUnavailableError: a shard stayed unreachable for the retry budget (with
+                ``wait=False``: raised by a later ``update`` or ``flush``).
+        """
         indices, values = self._validate(indices, values)
-        self._raise_failure()
+        seq = self._next_seq()
         if wait:
-            self._send_update(indices, values)
+            self._send_update(indices, values, seq)
             return
         if self._sender is None:
-            self._sender = threading.Thread(target=self._drain, daemon=True, name="isloader-send")
-            self._sender.start()
-        self._queue.put((indices, values))
+            self._sender = BackgroundSender(
+                self._send_queued, max_pending=self._max_pending, name="isloader-send"
+            )
+        self._sender.submit((indices, values, seq))
 
     def flush(self) -> None:
+        """Return once every queued update is acknowledged; raises the first failure
+        (the failed update stays queued, and the next ``flush`` sends it again)."""
         if self._sender is not None:
-            self._queue.join()
-        self._raise_failure()
+            self._sender.flush()
 
-    def _send_update(self, indices: np.ndarray, values: np.ndarray) -> None:
-        owner = np.searchsorted(self._stops, indices, side="right")
+    def _next_seq(self) -> int:
         with self._lock:
             self._seq += 1
-            seq = self._seq
+            return self._seq
+
+    def _send_queued(self, batch: list[tuple[np.ndarray, np.ndarray, int]]) -> None:
+        for indices, values, seq in batch:
+            self._send_update(indices, values, seq)
+
+    def _send_update(self, indices: np.ndarray, values: np.ndarray, seq: int) -> None:
+        """Each shard's part, with the same seq, retried to completion (idempotent)."""
+        owner = np.searchsorted(self._stops, indices, side="right")
         jobs = []
         for s in np.unique(owner):
             mask = owner == s
@@ -208,22 +230,6 @@ class StoreClient:
             )
             jobs.append((self._shards[s], request))
         self._map(jobs, "Update")
-
-    def _drain(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is not None and self._failure is None:
-                    self._send_update(*item)
-            except BaseException as exc:  # surfaced by the next update() or flush()
-                self._failure = exc
-            finally:
-                self._queue.task_done()
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
 
     def _validate(self, indices: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Reject bad input before anything is sent, so no shard applies half of it."""
@@ -244,8 +250,10 @@ class StoreClient:
     def sample(
         self, count: int, seed: Seed, *, layout: UnitLayout | None = None, units: int = 0
     ) -> Plan:
-        if count < 0:
-            raise InvalidArgumentError(f"sample count must be >= 0, got {count}")
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise InvalidArgumentError(f"sample count must be an integer >= 0, got {count!r}")
+        if count > MAX_SAMPLE:
+            raise InvalidArgumentError(f"sample count {count} exceeds {MAX_SAMPLE} per call")
         rng = np.random.default_rng(seed_sequence(seed))
         if len(self._shards) > 1:
             # Shards apply updates in the background, so the masses the last update
@@ -349,11 +357,12 @@ class StoreClient:
     def readmit(self, fraction: float, *, seed: Seed = 0, epoch: int | None = None) -> int:
         seeds = seed_sequence(seed).generate_state(len(self._shards), dtype=np.uint64)
         seed_of = {id(s): int(x) for s, x in zip(self._shards, seeds, strict=True)}
-        replies = self._all(
-            self._shards,
-            "Readmit",
-            lambda s: pb.ReadmitRequest(fraction=fraction, seed=seed_of[id(s)], epoch=epoch),
-        )
+        jobs = [
+            (s, pb.ReadmitRequest(fraction=fraction, seed=seed_of[id(s)], epoch=epoch))
+            for s in self._shards
+        ]
+        # without an epoch number a readmit is not idempotent: never sent twice
+        replies = self._map(jobs, "Readmit", retry=epoch is not None)
         return sum(r.readmitted for r in replies)
 
     def reset(self) -> None:
@@ -383,11 +392,15 @@ class StoreClient:
         return [r.path for r in replies if r.path]
 
     def close(self) -> None:
-        if self._sender is not None:
-            self.flush()
-        self._pool.shutdown(wait=True)
-        for shard in self._shards:
-            shard.channel.close()
+        """Flush queued updates, then release the threads and channels (also when the
+        flush fails: its error is raised after)."""
+        try:
+            if self._sender is not None:
+                self._sender.close()
+        finally:
+            self._pool.shutdown(wait=True)
+            for shard in self._shards:
+                shard.channel.close()
 
     def __enter__(self) -> StoreClient:
         return self
@@ -412,39 +425,49 @@ class StoreClient:
     def _all(self, shards: Sequence[_Shard], method: str, make: Callable[[_Shard], Any]) -> list:
         return self._map([(s, make(s)) for s in shards], method)
 
-    def _map(self, jobs: list[tuple[_Shard, Any]], method: str) -> list:
+    def _map(self, jobs: list[tuple[_Shard, Any]], method: str, *, retry: bool = True) -> list:
         if len(jobs) == 1:
-            return [self._call(*jobs[0], method)]
-        futures = [self._pool.submit(self._call, shard, req, method) for shard, req in jobs]
+            return [self._call(*jobs[0], method, retry=retry)]
+        futures = [
+            self._pool.submit(self._call, shard, req, method, retry=retry) for shard, req in jobs
+        ]
         return [f.result() for f in futures]
 
-    def _call(self, shard: _Shard, request: Any, method: str) -> Any:
-        delay = 0.05
-        for attempt in range(1, self._retries + 1):
-            try:
-                reply = getattr(shard.stub, method)(
-                    request, timeout=self._timeout, metadata=self._metadata
-                )
-            except grpc.RpcError as exc:
-                code, details = exc.code(), exc.details()
-                if code in _RETRY and attempt < self._retries:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-                    continue
-                if code in _RETRY:
-                    raise StoreUnavailableError(
-                        f"store shard {shard.address} unreachable after {attempt} attempts "
-                        f"({code.name}: {details})"
-                    ) from None
-                error = error_for(code, f"{shard.address}: {details}")
-                raise error from None
-            shard.view = ShardView(reply.shard.total_mass, reply.shard.active_count)
-            return reply
-        raise IsloaderError("unreachable")  # pragma: no cover - the loop always returns
+    def _call(self, shard: _Shard, request: Any, method: str, *, retry: bool = True) -> Any:
+        """One RPC: waits for the shard to be reachable, retried within the budget while
+        it is unavailable (UNAVAILABLE, DEADLINE_EXCEEDED) when ``retry``.
+
+        Raises:
+            StoreUnavailableError: still unavailable when the budget ran out.
+            The error of the reply's status otherwise (``status.error_for``).
+        """
+        stub = getattr(shard.stub, method)
+
+        def attempt() -> Any:
+            return stub(
+                request, timeout=self._timeout, metadata=self._metadata, wait_for_ready=True
+            )
+
+        try:
+            reply = self._retry.call(attempt, _transient) if retry else attempt()
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details()
+            if code in _RETRY:
+                raise StoreUnavailableError(
+                    f"store shard {shard.address} unavailable ({code.name}: {details})"
+                ) from None
+            raise error_for(code, f"{shard.address}: {details}") from None
+        shard.view = ShardView(reply.shard.total_mass, reply.shard.active_count)
+        return reply
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.RpcError) and exc.code() in _RETRY
 
 
 def _rebuild(*args: Any) -> StoreClient:
-    addresses, token, tls, timeout, retries, max_pending = args
+    addresses, token, tls, timeout, retry_budget, max_pending = args
     return StoreClient(
-        addresses, token=token, tls=tls, timeout=timeout, retries=retries, max_pending=max_pending
-    )
+        addresses, token=token, tls=tls, timeout=timeout, retry_budget=retry_budget,
+        max_pending=max_pending,
+    )  # fmt: skip

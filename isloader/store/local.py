@@ -115,6 +115,7 @@ class LocalStore:
             self._token_dir = tempfile.TemporaryDirectory(prefix="isloader-token-")
             token_file = Path(self._token_dir.name, "token")
             token_file.write_text(self._token)
+            token_file.chmod(0o600)
             settings = StoreSettings(
                 range=f"0:{self.num_samples}", port=0, token_file=str(token_file)
             )

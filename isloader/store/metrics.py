@@ -60,4 +60,7 @@ class ShardMetrics:
             "isloader_effective_sample_size", "(sum q)^2 / sum q^2 at the last stats", registry=r
         )
         self.snapshots = Counter("isloader_snapshots", "Snapshots written", registry=r)
+        self.auth_failures = Counter(
+            "isloader_auth_failures", "Calls refused for a missing or wrong token", registry=r
+        )
         r.register(_StateCollector(read_state))

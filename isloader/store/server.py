@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -35,10 +36,11 @@ _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 class _BearerTokenInterceptor(grpc.ServerInterceptor):
     """Rejects calls without ``authorization: Bearer <token>`` (health checks exempt)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, on_failure: Callable[[], None]) -> None:
         self._expected = f"Bearer {token}".encode()
 
         def deny(request: Any, context: grpc.ServicerContext) -> None:
+            on_failure()
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
@@ -52,6 +54,17 @@ class _BearerTokenInterceptor(grpc.ServerInterceptor):
         if hmac.compare_digest(given.encode(), self._expected):
             return continuation(details)
         return self._deny
+
+
+def _check_private(path: str | None) -> None:
+    """Warn when others can read the token file: the token is the only credential (a
+    container secret mounted read-only for all is the one case to accept knowingly)."""
+    if path and os.stat(path).st_mode & 0o077:
+        log.warning(
+            "token file %s is readable by group or others (mode %o): chmod 600 it",
+            path,
+            os.stat(path).st_mode & 0o777,
+        )
 
 
 def _read(path: str) -> bytes:
@@ -79,9 +92,13 @@ class StoreServer:
         self._owns_shard = shard is None
         max_bytes = int(settings.max_message_mb * 1024 * 1024)
         token = settings.bearer_token()
+        _check_private(settings.token_file)
+        interceptors = (
+            [_BearerTokenInterceptor(token, self.shard.metrics.auth_failures.inc)] if token else []
+        )
         self._server = grpc.server(
             ThreadPoolExecutor(settings.workers),
-            interceptors=[_BearerTokenInterceptor(token)] if token else [],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
@@ -124,11 +141,15 @@ class StoreServer:
         if self.shard.durability.snapshot_uri:
             self._snapshotter = threading.Thread(target=self._snapshot_loop, daemon=True)
             self._snapshotter.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.shard.watch_writable(self._set_health)  # NOT_SERVING while it cannot log
         start, stop = self.settings.index_range()
         log.info("serving [%d, %d) on %s", start, stop, self.address)
         return self
+
+    def _set_health(self, writable: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status.SERVING if writable else status.NOT_SERVING)
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop serving, then write a final snapshot (when configured) and close the WAL."""

@@ -143,9 +143,9 @@ def test_token_is_required_when_configured(tmp_path) -> None:
     )
     try:
         with pytest.raises(AuthenticationError, match="bearer token"):
-            StoreClient([proc.address], retries=1)
+            StoreClient([proc.address], retry_budget=0)
         with pytest.raises(AuthenticationError):
-            StoreClient([proc.address], token="wrong", retries=1)
+            StoreClient([proc.address], token="wrong", retry_budget=0)
         with StoreClient([proc.address], token="s3cret") as client:
             client.update(np.arange(10), np.ones(10))
             assert client.stats().seen == 10
@@ -165,7 +165,7 @@ def test_tls_and_mutual_tls(tmp_path) -> None:
         with StoreClient([proc.address], tls=TlsConfig(certs["ca"])) as client:
             assert client.stats().num_samples == 10
         with pytest.raises(StoreUnavailableError):
-            StoreClient([proc.address], retries=1, timeout=2)  # plaintext to a TLS port
+            StoreClient([proc.address], retry_budget=0, timeout=2)  # plaintext to a TLS port
     finally:
         proc.stop()
     proc = StoreProcess(
@@ -176,7 +176,7 @@ def test_tls_and_mutual_tls(tmp_path) -> None:
         with StoreClient([proc.address], tls=mtls) as client:
             assert client.stats().num_samples == 10
         with pytest.raises(StoreUnavailableError):
-            StoreClient([proc.address], tls=TlsConfig(certs["ca"]), retries=1, timeout=2)
+            StoreClient([proc.address], tls=TlsConfig(certs["ca"]), retry_budget=0, timeout=2)
     finally:
         proc.stop()
 
@@ -190,7 +190,7 @@ def test_kill_9_loses_no_acknowledged_update(tmp_path) -> None:
     stop = threading.Event()
 
     def stream() -> None:
-        client = StoreClient([proc.address], retries=1, timeout=2)
+        client = StoreClient([proc.address], retry_budget=0, timeout=2)
         rng = np.random.default_rng(0)
         for step in range(100_000):
             idx = (np.arange(20) + 20 * step) % n  # alpha=0: last write wins
@@ -240,4 +240,4 @@ def test_sigterm_writes_a_snapshot_that_the_restart_restores(tmp_path) -> None:
 
 def test_unreachable_shard_is_named() -> None:
     with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1 unreachable"):
-        StoreClient(["127.0.0.1:1"], retries=2, timeout=0.5)
+        StoreClient(["127.0.0.1:1"], retry_budget=1, timeout=0.5)
