@@ -25,6 +25,7 @@ class StoreProcess:
         self.env = env
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
+        self.output: list[str] = []  # what it printed up to "listening on"
         self.start()
 
     def start(self, timeout: float = 60.0) -> StoreProcess:
@@ -37,7 +38,7 @@ class StoreProcess:
             env=full_env,
         )
         deadline = time.monotonic() + timeout
-        lines = []
+        lines = self.output = []
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()

@@ -35,7 +35,7 @@ import numpy as np
 from isloader.errors import RequestInProgressError, SnapshotError, StoreNotWritableError
 from isloader.store.metrics import ShardMetrics
 from isloader.store.records import Plan, ShardView, TableStats, UnitStats
-from isloader.store.snapshot import read_latest_snapshot, write_snapshot
+from isloader.store.snapshot import SNAPSHOTS_KEPT, read_latest_snapshot, write_snapshot
 from isloader.store.table import ImportanceTable, TableConfig
 from isloader.store.wal import WriteAheadLog
 
@@ -104,6 +104,7 @@ class StoreShard:
                 log.info(
                     "restored snapshot version %d from %s", self._table.version, d.snapshot_uri
                 )
+        self._kept_segments = [first_segment]
         if existing and existing[0] > first_segment:
             raise SnapshotError(
                 f"{d.wal_dir}: the write-ahead log starts at segment {existing[0]} but the "
@@ -244,7 +245,11 @@ class StoreShard:
             path = write_snapshot(d.snapshot_uri, state, d.storage_options)
             self._snapshot_version = int(state.meta["version"])
             if self._wal is not None:
-                self._wal.drop_before(int(state.meta["wal_segment"]))
+                # keep the log back to the oldest snapshot kept, so a damaged newest one
+                # can fall back on it without losing what came between
+                self._kept_segments = [*self._kept_segments, int(state.meta["wal_segment"])]
+                self._kept_segments = self._kept_segments[-SNAPSHOTS_KEPT:]
+                self._wal.drop_before(self._kept_segments[0])
             self.metrics.snapshots.inc()
             return path
 

@@ -28,9 +28,9 @@ import numpy as np
 from isloader.errors import SnapshotError
 from isloader.store.records import TableState
 
-__all__ = ["write_snapshot", "read_latest_snapshot", "list_snapshots"]
+__all__ = ["write_snapshot", "read_latest_snapshot", "list_snapshots", "SNAPSHOTS_KEPT"]
 
-_KEEP = 2
+SNAPSHOTS_KEPT = 2
 
 
 def _fs(uri: str, storage_options: dict[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -80,7 +80,7 @@ def write_snapshot(
     _put_atomic(fs, f"{stem}.npz", data)
     marker = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "version": version}
     _put_atomic(fs, f"{stem}.complete", json.dumps(marker).encode())
-    for old in list_snapshots(uri, storage_options)[:-_KEEP]:
+    for old in list_snapshots(uri, storage_options)[:-SNAPSHOTS_KEPT]:
         fs.rm([f"{root}/snapshot-{old:016d}.complete", f"{root}/snapshot-{old:016d}.npz"])
     return f"{stem}.npz"
 
