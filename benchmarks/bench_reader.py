@@ -122,7 +122,9 @@ def marginal_p_value(table: ImportanceTable, q: np.ndarray, g: int, windows: int
     observed = np.bincount(cells.astype(int), weights=counts[order])
     pooled = np.bincount(cells.astype(int), weights=expected)
     keep = pooled > 0
-    return float(stats.chisquare(observed[keep], pooled[keep] * observed.sum() / pooled.sum()).pvalue)
+    return float(
+        stats.chisquare(observed[keep], pooled[keep] * observed.sum() / pooled.sum()).pvalue
+    )
 
 
 def webdataset_check(s3: EmulatedObjectStore, bucket: str, tmp: str) -> dict:
@@ -193,9 +195,7 @@ def main() -> None:
     import s3fs
 
     tmp = tempfile.mkdtemp(prefix="isloader-bench-reader-")
-    with EmulatedObjectStore(
-        latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps
-    ) as s3:
+    with EmulatedObjectStore(latency_ms=args.latency_ms, bandwidth_mbps=args.bandwidth_mbps) as s3:
         bucket = s3.bucket("bench")
         fs = s3fs.S3FileSystem(**s3.direct_options)
         rng = np.random.default_rng(0)

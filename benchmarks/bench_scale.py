@@ -70,8 +70,12 @@ def tar_catalog(root: Path, samples: int) -> ShardCatalog:
         "sample_length": lengths,
     }
     entries = [
-        ShardEntry(f"shard-{t:06d}.tar", per_tar * 4608 + 1024, f"etag-{t}",
-                   min(per_tar, samples - t * per_tar))  # fmt: skip
+        ShardEntry(
+            f"shard-{t:06d}.tar",
+            per_tar * 4608 + 1024,
+            f"etag-{t}",
+            min(per_tar, samples - t * per_tar),
+        )  # fmt: skip
         for t in range(tars)
     ]
     return ShardCatalog(str(root), "webdataset", entries, arrays)

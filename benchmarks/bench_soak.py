@@ -135,9 +135,7 @@ BAD = [
 
 
 def bad_inputs(address: str) -> tuple[int, int]:
-    channel = grpc.insecure_channel(
-        address, options=[("grpc.max_send_message_length", 128 << 20)]
-    )
+    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 128 << 20)])
     stub = store_pb2_grpc.ImportanceStoreStub(channel)
     rejected = 0
     for _, method, request in BAD:

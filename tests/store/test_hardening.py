@@ -142,36 +142,43 @@ def _limited_store(args: list[str], limit: int) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def test_a_full_disk_refuses_writes_and_acknowledges_nothing_it_did_not_log(tmp_path) -> None:
+def test_a_failed_log_write_applies_nothing_and_its_retry_is_applied_durably(tmp_path) -> None:
     port = _free_port()
-    wal = tmp_path / "wal"
-    args = ["--range", f"0:{N}", "--port", str(port), "--alpha", "0", "--wal-dir", str(wal),
-            "--snapshot-uri", str(tmp_path / "snap")]  # fmt: skip
-    proc = _limited_store(args, limit=6000)
+    args = ["--range", f"0:{N}", "--port", str(port), "--alpha", "0",
+            "--wal-dir", str(tmp_path / "wal"), "--snapshot-uri", str(tmp_path / "snap")]  # fmt: skip
+    proc = _limited_store(args, limit=6000)  # each log file fills up after ~6 KB
     address = f"127.0.0.1:{port}"
+    stub = _raw(address)
+    grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=60)
+    acknowledged = np.ones(N)
     try:
-        client = StoreClient([address], retry_budget=0.5)
-        acknowledged = np.ones(N)
-        refused = None
-        for step in range(100):
-            idx, vals = np.arange(step % 20 * 10, step % 20 * 10 + 10), np.full(10, step + 2.0)
+        failed = None
+        for seq in range(1, 200):
+            idx = np.arange(seq % 20 * 10, seq % 20 * 10 + 10)
+            request = pb.UpdateRequest(
+                indices=idx.astype("<i8").tobytes(), values=np.full(10, seq + 1.0).tobytes(),
+                client_id="c", seq=seq,
+            )  # fmt: skip
             try:
-                client.update(idx, vals)
-            except StoreUnavailableError as exc:
-                refused = (idx, vals, exc)
+                assert stub.Update(request, timeout=10).applied
+            except grpc.RpcError as exc:
+                failed = (request, idx, exc)
                 break
-            acknowledged[idx] = vals
-        assert refused is not None, "the file-size limit never bit"
-        assert "not writable" in str(refused[2]) or "log" in str(refused[2])
+            acknowledged[idx] = seq + 1.0
+        assert failed is not None, "the file-size limit never bit"
+        request, idx, exc = failed
+        assert exc.code() == grpc.StatusCode.UNAVAILABLE and "log" in exc.details()
         assert _health(address) == health_pb2.HealthCheckResponse.NOT_SERVING
-        np.testing.assert_array_equal(client.lookup(np.arange(N)), acknowledged)  # not applied
-        with pytest.raises(StoreUnavailableError):  # the retry is not taken for a duplicate
-            client.update(refused[0], refused[1])
-        client.close()
+        lookup = stub.Lookup(pb.LookupRequest(indices=np.arange(N).astype("<i8").tobytes()))
+        np.testing.assert_array_equal(np.frombuffer(lookup.q, "<f8"), acknowledged)  # unapplied
+        assert stub.Update(request, timeout=10).applied  # the retry is applied, in a new segment
+        acknowledged[idx] = request.seq + 1.0
+        assert _health(address) == health_pb2.HealthCheckResponse.SERVING
+        assert not stub.Update(request, timeout=10).applied  # and now it is a duplicate
     finally:
-        proc.kill()
+        proc.kill()  # kill -9: only the log can tell
         proc.wait(10)
-    restarted = StoreProcess(args)  # the disk has room again
+    restarted = StoreProcess(args)
     try:
         with StoreClient([restarted.address]) as client:
             np.testing.assert_array_equal(client.lookup(np.arange(N)), acknowledged)
