@@ -154,10 +154,14 @@ def webdataset_check(s3: EmulatedObjectStore, bucket: str, tmp: str) -> dict:
     try:
         with LocalStore(n) as store:
             loader = ImportanceLoader(
-                catalog, store=store, batch_size=50, columns=["npy", "cls"],
-                storage_options=s3.storage_options, cache_dir=os.path.join(tmp, "wds-cache"),
+                catalog,
+                store=store,
+                batch_size=50,
+                columns=["npy", "cls"],
+                storage_options=s3.storage_options,
+                cache_dir=os.path.join(tmp, "wds-cache"),
                 transform=_decode_tar,
-            )  # fmt: skip
+            )
             model = torch.nn.Linear(1500, 10)
             for epoch in (0, 1):
                 for batch in loader.epoch(epoch):
@@ -226,10 +230,11 @@ def main() -> None:
 
         def reader(name: str, *, disk: bool) -> ShardReader:
             return ShardReader(
-                catalog, memory_bytes=32 << 20,
+                catalog,
+                memory_bytes=32 << 20,
                 cache_dir=os.path.join(tmp, name) if disk else "",
                 cache_bytes=int(dataset_bytes / 2),
-            )  # fmt: skip
+            )
 
         independent = run_windows(reader("independent", disk=False), table, args.windows, 0, 1)
         cold = run_windows(reader("cold", disk=True), table, args.windows, g, 1)
@@ -245,16 +250,23 @@ def main() -> None:
         wds_figures = webdataset_check(s3, bucket, tmp)
 
     rows = [
-        {"run": "sequential read_parquet", "rows_per_s": sequential, "requests_per_row": 0.0,
-         "bytes_fetched": float("nan"), "cache_hit_rate": 0.0},
+        {
+            "run": "sequential read_parquet",
+            "rows_per_s": sequential,
+            "requests_per_row": 0.0,
+            "bytes_fetched": float("nan"),
+            "cache_hit_rate": 0.0,
+        },
         {"run": "independent draws, cold", **independent},
         {"run": f"locality G={g}, cold", **cold},
         {"run": f"locality G={g}, steady", **steady},
         {"run": f"locality G={g}, 50% pruned", **pruned},
-    ]  # fmt: skip
+    ]
     report(
-        [{k: r[k] for k in ("run", "rows_per_s", "requests_per_row", "cache_hit_rate")}
-         for r in rows],
+        [
+            {k: r[k] for k in ("run", "rows_per_s", "requests_per_row", "cache_hit_rate")}
+            for r in rows
+        ],
         {
             "rows": n,
             "emulated_latency_ms": args.latency_ms,
@@ -273,7 +285,7 @@ def main() -> None:
             "marginal_chi2_p": p_value,
             **wds_figures,
         },
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def tar_catalog(root: Path, samples: int) -> ShardCatalog:
             per_tar * 4608 + 1024,
             f"etag-{t}",
             min(per_tar, samples - t * per_tar),
-        )  # fmt: skip
+        )
         for t in range(tars)
     ]
     return ShardCatalog(str(root), "webdataset", entries, arrays)
@@ -84,7 +84,8 @@ def tar_catalog(root: Path, samples: int) -> ShardCatalog:
 _OPEN = """
 import os, sys, time, json
 def rss():
-    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024
+    lines = open('/proc/self/status').read().splitlines()
+    return int(next(x for x in lines if x.startswith('VmRSS')).split()[1]) / 1024
 from isloader.data.catalog import ShardCatalog
 import numpy as np
 base = rss()
@@ -97,8 +98,9 @@ print(json.dumps({"open_s": time.perf_counter() - start, "rss_mb": rss() - base,
 
 
 def open_in_fresh_process(root: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", _OPEN, str(root)], capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _OPEN, str(root)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -111,8 +113,18 @@ def free_port() -> int:
 class Shard:
     def __init__(self, args: list[str]) -> None:
         self.port = free_port()
-        self.args = [sys.executable, "-m", "isloader.cli", "store", "serve", "--port",
-                     str(self.port), "--snapshot-interval", "100000", *args]  # fmt: skip
+        self.args = [
+            sys.executable,
+            "-m",
+            "isloader.cli",
+            "store",
+            "serve",
+            "--port",
+            str(self.port),
+            "--snapshot-interval",
+            "100000",
+            *args,
+        ]
         self.start()
 
     def start(self) -> float:
@@ -178,16 +190,31 @@ def main() -> None:
     wds_catalog.save()
     pq_open = open_in_fresh_process(pq_root)
     wds_open = open_in_fresh_process(wds_root)
-    print(f"catalog 1e8 Parquet rows: open {pq_open['open_s']:.3f} s, +{pq_open['rss_mb']:.0f} MB;"
-          f" 1e7 tar samples: open {wds_open['open_s']:.3f} s, "
-          f"{wds_catalog.nbytes / len(wds_catalog):.1f} B/sample", flush=True)  # fmt: skip
+    print(
+        f"catalog 1e8 Parquet rows: open {pq_open['open_s']:.3f} s, +{pq_open['rss_mb']:.0f} MB;"
+        f" 1e7 tar samples: open {wds_open['open_s']:.3f} s, "
+        f"{wds_catalog.nbytes / len(wds_catalog):.1f} B/sample",
+        flush=True,
+    )
 
     # the store: S shards of N / S samples, a WAL and snapshots each
     shards = [
-        Shard(["--num-samples", str(n), "--shard", str(s), "--num-shards", str(args.shards),
-               "--wal-dir", str(tmp / f"wal-{s}"), "--snapshot-uri", str(tmp / f"snap-{s}")])
+        Shard(
+            [
+                "--num-samples",
+                str(n),
+                "--shard",
+                str(s),
+                "--num-shards",
+                str(args.shards),
+                "--wal-dir",
+                str(tmp / f"wal-{s}"),
+                "--snapshot-uri",
+                str(tmp / f"snap-{s}"),
+            ]
+        )
         for s in range(args.shards)
-    ]  # fmt: skip
+    ]
     addresses = [s.address for s in shards]
     rss = [s.rss_mb() for s in shards]
     client = StoreClient(addresses, timeout=120)
@@ -227,8 +254,9 @@ def main() -> None:
     one = Shard(["--num-samples", str(half)])
     one_rate = update_throughput([one.address], half)
     one.stop()
-    two = [Shard(["--num-samples", str(n), "--shard", str(s), "--num-shards", "2"])
-           for s in range(2)]  # fmt: skip
+    two = [
+        Shard(["--num-samples", str(n), "--shard", str(s), "--num-shards", "2"]) for s in range(2)
+    ]
     two_rate = update_throughput([s.address for s in two], n)
     for s in two:
         s.stop()

@@ -57,11 +57,28 @@ class Shard:
     def __init__(self, number: int, root: str) -> None:
         self.port = free_port()
         self.args = [
-            sys.executable, "-m", "isloader.cli", "store", "serve", "--num-samples", str(N),
-            "--shard", str(number), "--num-shards", "2", "--port", str(self.port),
-            "--alpha", "0", "--wal-dir", f"{root}/wal-{number}",
-            "--snapshot-uri", f"{root}/snap-{number}", "--snapshot-interval", "5",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "isloader.cli",
+            "store",
+            "serve",
+            "--num-samples",
+            str(N),
+            "--shard",
+            str(number),
+            "--num-shards",
+            "2",
+            "--port",
+            str(self.port),
+            "--alpha",
+            "0",
+            "--wal-dir",
+            f"{root}/wal-{number}",
+            "--snapshot-uri",
+            f"{root}/snap-{number}",
+            "--snapshot-interval",
+            "5",
+        ]
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -103,35 +120,80 @@ def writer(c: int, addresses: list[str], stop: threading.Event, results: dict) -
 
 
 BAD = [
-    ("nan value", "Update", pb.UpdateRequest(indices=np.array([1], "<i8").tobytes(),
-                                             values=np.array([np.nan], "<f8").tobytes())),
-    ("negative value", "Update", pb.UpdateRequest(indices=np.array([1], "<i8").tobytes(),
-                                                  values=np.array([-1.0], "<f8").tobytes())),
-    ("huge value", "Update", pb.UpdateRequest(indices=np.array([1], "<i8").tobytes(),
-                                              values=np.array([1e308], "<f8").tobytes())),
-    ("index out of range", "Update", pb.UpdateRequest(indices=np.array([N], "<i8").tobytes(),
-                                                      values=np.array([1.0], "<f8").tobytes())),
-    ("length mismatch", "Update", pb.UpdateRequest(indices=np.array([1, 2], "<i8").tobytes(),
-                                                   values=np.array([1.0], "<f8").tobytes())),
+    (
+        "nan value",
+        "Update",
+        pb.UpdateRequest(
+            indices=np.array([1], "<i8").tobytes(), values=np.array([np.nan], "<f8").tobytes()
+        ),
+    ),
+    (
+        "negative value",
+        "Update",
+        pb.UpdateRequest(
+            indices=np.array([1], "<i8").tobytes(), values=np.array([-1.0], "<f8").tobytes()
+        ),
+    ),
+    (
+        "huge value",
+        "Update",
+        pb.UpdateRequest(
+            indices=np.array([1], "<i8").tobytes(), values=np.array([1e308], "<f8").tobytes()
+        ),
+    ),
+    (
+        "index out of range",
+        "Update",
+        pb.UpdateRequest(
+            indices=np.array([N], "<i8").tobytes(), values=np.array([1.0], "<f8").tobytes()
+        ),
+    ),
+    (
+        "length mismatch",
+        "Update",
+        pb.UpdateRequest(
+            indices=np.array([1, 2], "<i8").tobytes(), values=np.array([1.0], "<f8").tobytes()
+        ),
+    ),
     ("ragged bytes", "Update", pb.UpdateRequest(indices=b"\x01\x02\x03", values=b"")),
-    ("seq 2**64-1", "Update", pb.UpdateRequest(indices=np.array([1], "<i8").tobytes(),
-                                               values=np.array([1.0], "<f8").tobytes(),
-                                               client_id="bad", seq=2**64 - 1)),
-    ("64 KiB client id", "Update", pb.UpdateRequest(indices=np.array([1], "<i8").tobytes(),
-                                                    values=np.array([1.0], "<f8").tobytes(),
-                                                    client_id="x" * 65536, seq=1)),
+    (
+        "seq 2**64-1",
+        "Update",
+        pb.UpdateRequest(
+            indices=np.array([1], "<i8").tobytes(),
+            values=np.array([1.0], "<f8").tobytes(),
+            client_id="bad",
+            seq=2**64 - 1,
+        ),
+    ),
+    (
+        "64 KiB client id",
+        "Update",
+        pb.UpdateRequest(
+            indices=np.array([1], "<i8").tobytes(),
+            values=np.array([1.0], "<f8").tobytes(),
+            client_id="x" * 65536,
+            seq=1,
+        ),
+    ),
     ("2**32-1 draws", "Sample", pb.SampleRequest(count=2**32 - 1, seed=1)),
-    ("unknown layout", "Sample", pb.SampleRequest(count=10, seed=1, layout="nope",
-                                                  units_per_window=2)),
+    (
+        "unknown layout",
+        "Sample",
+        pb.SampleRequest(count=10, seed=1, layout="nope", units_per_window=2),
+    ),
     ("epoch 2**63-1", "EndEpoch", pb.EndEpochRequest(epoch=2**63 - 1, eps=0.1)),
     ("eps 1e308", "EndEpoch", pb.EndEpochRequest(epoch=1, eps=1e308)),
     ("nan eps", "EndEpoch", pb.EndEpochRequest(epoch=1, eps=float("nan"))),
     ("negative threshold", "Prune", pb.PruneRequest(threshold=-1.0, epoch=1)),
     ("readmit fraction 2", "Readmit", pb.ReadmitRequest(fraction=2.0, seed=1, epoch=1)),
-    ("bad unit bounds", "SetLayout", pb.SetLayoutRequest(layout="L",
-                                                        bounds=np.array([0, 5, 5], "<i8").tobytes())),
+    (
+        "bad unit bounds",
+        "SetLayout",
+        pb.SetLayoutRequest(layout="L", bounds=np.array([0, 5, 5], "<i8").tobytes()),
+    ),
     ("oversize message", "Update", pb.UpdateRequest(indices=b"\0" * (65 << 20), values=b"")),
-]  # fmt: skip
+]
 
 
 def bad_inputs(address: str) -> tuple[int, int]:
@@ -145,8 +207,9 @@ def bad_inputs(address: str) -> tuple[int, int]:
         except grpc.RpcError as exc:
             after = stub.Stats(pb.StatsRequest())
             unchanged = (before.shard.total_mass, before.shard.version) == (
-                after.shard.total_mass, after.shard.version,
-            )  # fmt: skip
+                after.shard.total_mass,
+                after.shard.version,
+            )
             rejected += exc.code() != grpc.StatusCode.UNKNOWN and unchanged
     channel.close()
     return len(BAD), rejected
@@ -198,8 +261,10 @@ def main() -> None:
     for shard in shards:
         shard.stop(signal.SIGTERM)
     updates = sum(results[c][2] for c in range(CLIENTS))
-    print(f"{updates} updates from {CLIENTS} clients, {restarts} restarts "
-          f"(down {np.mean(down):.2f} s each), {len(failed)} failed calls, {lost} values lost")  # fmt: skip
+    print(
+        f"{updates} updates from {CLIENTS} clients, {restarts} restarts "
+        f"(down {np.mean(down):.2f} s each), {len(failed)} failed calls, {lost} values lost"
+    )
     print(
         json.dumps(
             {

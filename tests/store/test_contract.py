@@ -98,7 +98,7 @@ def test_locality_aware_draws_keep_the_exact_marginals_and_weights(store, pruned
     if pruned:
         store.prune(1.5, epoch=1)
         q = np.where(q <= q.sum() / (1.5 * N), 0.0, q)
-    plans = _windows(store, windows=3000, count=12, units=3)
+    plans = _windows(store, windows=2000, count=12, units=3)
     # Draws inside a window are correlated (they share units); across windows they are
     # independent, so the marginal is tested on one draw per window.
     drawn = np.array([p.indices[0] for p in plans])

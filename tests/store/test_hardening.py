@@ -85,9 +85,14 @@ def test_epoch_numbers_values_and_eps_that_would_brick_a_shard_are_refused(shard
         (stub.EndEpoch, pb.EndEpochRequest(epoch=2**63 - 1, eps=0.1)),
         (stub.EndEpoch, pb.EndEpochRequest(epoch=1, eps=1e308)),
         (stub.Prune, pb.PruneRequest(threshold=1.0, epoch=2**62)),
-        (stub.Update, pb.UpdateRequest(indices=np.array([1, 2], "<i8").tobytes(),
-                                       values=np.array([1e308, 1e308], "<f8").tobytes())),
-    ]:  # fmt: skip
+        (
+            stub.Update,
+            pb.UpdateRequest(
+                indices=np.array([1, 2], "<i8").tobytes(),
+                values=np.array([1e308, 1e308], "<f8").tobytes(),
+            ),
+        ),
+    ]:
         with pytest.raises(grpc.RpcError) as info:
             call(request)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -138,14 +143,27 @@ def _limited_store(args: list[str], limit: int) -> subprocess.Popen:
 
     return subprocess.Popen(
         [sys.executable, "-m", "isloader.cli", "store", "serve", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=limit_files,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=limit_files,
+    )
 
 
 def test_a_failed_log_write_applies_nothing_and_its_retry_is_applied_durably(tmp_path) -> None:
     port = _free_port()
-    args = ["--range", f"0:{N}", "--port", str(port), "--alpha", "0",
-            "--wal-dir", str(tmp_path / "wal"), "--snapshot-uri", str(tmp_path / "snap")]  # fmt: skip
+    args = [
+        "--range",
+        f"0:{N}",
+        "--port",
+        str(port),
+        "--alpha",
+        "0",
+        "--wal-dir",
+        str(tmp_path / "wal"),
+        "--snapshot-uri",
+        str(tmp_path / "snap"),
+    ]
     proc = _limited_store(args, limit=6000)  # each log file fills up after ~6 KB
     address = f"127.0.0.1:{port}"
     stub = _raw(address)
@@ -156,9 +174,11 @@ def test_a_failed_log_write_applies_nothing_and_its_retry_is_applied_durably(tmp
         for seq in range(1, 200):
             idx = np.arange(seq % 20 * 10, seq % 20 * 10 + 10)
             request = pb.UpdateRequest(
-                indices=idx.astype("<i8").tobytes(), values=np.full(10, seq + 1.0).tobytes(),
-                client_id="c", seq=seq,
-            )  # fmt: skip
+                indices=idx.astype("<i8").tobytes(),
+                values=np.full(10, seq + 1.0).tobytes(),
+                client_id="c",
+                seq=seq,
+            )
             try:
                 assert stub.Update(request, timeout=10).applied
             except grpc.RpcError as exc:
@@ -271,8 +291,16 @@ def test_a_client_started_before_its_shard_waits_for_it(tmp_path) -> None:
 
 def test_calls_during_a_restart_succeed_and_async_updates_are_not_lost(tmp_path) -> None:
     port = _free_port()
-    args = ["--num-samples", str(N), "--port", str(port), "--alpha", "0",
-            "--wal-dir", str(tmp_path / "wal")]  # fmt: skip
+    args = [
+        "--num-samples",
+        str(N),
+        "--port",
+        str(port),
+        "--alpha",
+        "0",
+        "--wal-dir",
+        str(tmp_path / "wal"),
+    ]
     proc = StoreProcess(args)
     client = StoreClient([f"127.0.0.1:{port}"], retry_budget=15)
     try:
@@ -327,8 +355,18 @@ def test_auth_failures_are_counted_and_world_readable_token_files_warned(tmp_pat
     token = tmp_path / "token"
     token.write_text("s3cret")
     token.chmod(0o644)
-    proc = StoreProcess(["--num-samples", "10", "--port", "0", "--token-file", str(token),
-                         "--metrics-port", str(_free_port())])  # fmt: skip
+    proc = StoreProcess(
+        [
+            "--num-samples",
+            "10",
+            "--port",
+            "0",
+            "--token-file",
+            str(token),
+            "--metrics-port",
+            str(_free_port()),
+        ]
+    )
     try:
         for _ in range(3):
             with pytest.raises(Exception):  # noqa: B017 - any refusal will do
@@ -347,11 +385,37 @@ def test_store_health_presents_a_client_certificate_for_mtls(tmp_path) -> None:
     from tests.store.certs import write_certs
 
     certs = write_certs(tmp_path)
-    proc = StoreProcess(["--num-samples", "10", "--port", "0", "--tls-cert", certs["server"],
-                         "--tls-key", certs["server_key"], "--tls-client-ca", certs["ca"]])  # fmt: skip
+    proc = StoreProcess(
+        [
+            "--num-samples",
+            "10",
+            "--port",
+            "0",
+            "--tls-cert",
+            certs["server"],
+            "--tls-key",
+            certs["server_key"],
+            "--tls-client-ca",
+            certs["ca"],
+        ]
+    )
     try:
-        assert main(["store", "health", proc.address, "--tls-ca", certs["ca"],
-                     "--tls-cert", certs["client"], "--tls-key", certs["client_key"]]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "store",
+                    "health",
+                    proc.address,
+                    "--tls-ca",
+                    certs["ca"],
+                    "--tls-cert",
+                    certs["client"],
+                    "--tls-key",
+                    certs["client_key"],
+                ]
+            )
+            == 0
+        )
         assert main(["store", "health", proc.address, "--tls-ca", certs["ca"]]) == 1
     finally:
         proc.stop()

@@ -239,5 +239,5 @@ def test_sigterm_writes_a_snapshot_that_the_restart_restores(tmp_path) -> None:
 
 
 def test_unreachable_shard_is_named() -> None:
-    with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1 unreachable"):
+    with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1 unavailable"):
         StoreClient(["127.0.0.1:1"], retry_budget=1, timeout=0.5)
