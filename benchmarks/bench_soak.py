@@ -112,8 +112,9 @@ def writer(c: int, addresses: list[str], stop: threading.Event, results: dict) -
         try:
             client.update(idx, vals)
             acked[idx] = vals
-        except Exception:
+        except Exception as exc:
             failed.append((idx, vals))
+            results.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}"[:200])
         step += 1
     client.close()
     results[c] = (acked, failed, step)
@@ -261,6 +262,8 @@ def main() -> None:
     for shard in shards:
         shard.stop(signal.SIGTERM)
     updates = sum(results[c][2] for c in range(CLIENTS))
+    for error in results.get("errors", []):
+        print("failed:", error)
     print(
         f"{updates} updates from {CLIENTS} clients, {restarts} restarts "
         f"(down {np.mean(down):.2f} s each), {len(failed)} failed calls, {lost} values lost"

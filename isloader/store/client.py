@@ -61,7 +61,12 @@ from isloader.store.table import prune_threshold
 
 __all__ = ["StoreClient", "StoreConnection", "TlsConfig"]
 
-_RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# CANCELLED: a shard shutting down (SIGTERM) cancels the calls it was serving
+_RETRY = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+)
 
 
 @dataclass(frozen=True)
