@@ -19,6 +19,7 @@ opened is a miss.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -28,12 +29,14 @@ from collections.abc import Callable, Hashable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 __all__ = ["ByteLRU", "UnitCache", "CacheCounters"]
+
+_IPC_OVERHEAD = 1024  # an Arrow IPC file's framing and schema, about
 
 
 class ByteLRU:
@@ -119,9 +122,8 @@ class CacheCounters:
     evicted: int = 0
 
 
-@dataclass(frozen=True)
-class _Entry:
-    path: Path
+class _Entry(NamedTuple):
+    path: str
     unit: int
     key: str
     size: int
@@ -154,6 +156,7 @@ class UnitCache:
         self._key_for = key_for
         self._mass = np.asarray(default_mass, dtype=np.float64)
         self.counters = CacheCounters()
+        self._cutoff = -1.0  # densities at or below this were turned away by a full cache
         self._counter_lock = threading.Lock()
         self._thread_lock = threading.Lock()
 
@@ -177,46 +180,57 @@ class UnitCache:
         """Offer ``table`` as the cached copy of ``unit``; True if it was kept.
 
         It is kept when it fits, or when the units it would displace have less mass
-        per byte than it; otherwise the cache is left as it was.
+        per byte than it; otherwise the cache is left as it was. A unit below the last
+        admission cutoff of a full cache is turned away without touching the disk.
         """
         key = self._key_for(unit)
-        tmp = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
-        try:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-                w.write_table(table)
-            size = tmp.stat().st_size
-            if size > self.limit:
-                self._count(rejected=1)
-                return False
-            density = self._mass[unit] / max(size, 1)
-            with self._exclusive():
-                entries = [e for e in self._entries() if (e.unit, e.key) != (unit, key)]
-                used = sum(e.size for e in entries)
-                victims = []
-                if used + size > self.limit:
-                    for entry, d in sorted(
-                        ((e, self._density(e)) for e in entries), key=lambda pair: pair[1]
-                    ):
-                        if used + size <= self.limit:
-                            break
-                        if d >= density:
-                            self._count(rejected=1)
-                            return False
-                        victims.append(entry)
-                        used -= entry.size
+        if self._mass[unit] / (table.nbytes + _IPC_OVERHEAD) <= self._cutoff:
+            self._count(rejected=1)  # no denser than what a full cache turned away
+            return False
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue()
+        size = data.size
+        if size > self.limit:
+            self._count(rejected=1)
+            return False
+        density = self._mass[unit] / size
+        with self._exclusive():
+            entries = [e for e in self._entries() if (e.unit, e.key) != (unit, key)]
+            used = sum(e.size for e in entries)
+            victims = []
+            if used + size > self.limit:
+                ranked = sorted((self._density(e), e) for e in entries)
+                for d, entry in ranked:
+                    if used + size <= self.limit:
+                        break
+                    if d >= density:
+                        self._cutoff = d  # the cache is full of denser units
+                        self._count(rejected=1)
+                        return False
+                    victims.append(entry)
+                    used -= entry.size
+            tmp = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
                 for entry in victims:
-                    entry.path.unlink(missing_ok=True)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
                 os.replace(tmp, self._path(unit, key))
-            self._count(admitted=1, evicted=len(victims))
-            return True
-        finally:
-            tmp.unlink(missing_ok=True)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        self._count(admitted=1, evicted=len(victims))
+        return True
 
     # -- importance ------------------------------------------------------------------
 
     def set_mass(self, mass: np.ndarray) -> None:
         """Each unit's current importance mass (refreshed at epoch ends)."""
         self._mass = np.asarray(mass, dtype=np.float64)
+        self._cutoff = -1.0  # the ranking changed: look at the disk again
 
     def covered_mass_share(self) -> float:
         """Share of the total mass held by the units cached now (≈ the hit rate of
@@ -245,7 +259,7 @@ class UnitCache:
                     continue
                 unit, _, key = name[: -len(".arrow")].partition("-")
                 try:
-                    out.append(_Entry(Path(item.path), int(unit), key, item.stat().st_size))
+                    out.append(_Entry(item.path, int(unit), key, item.stat().st_size))
                 except (FileNotFoundError, ValueError):
                     continue  # evicted meanwhile by another process, or not ours
         return out

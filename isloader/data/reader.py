@@ -18,6 +18,7 @@ locally reads as fast at random as in order).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tarfile
@@ -359,6 +360,7 @@ class ShardReader:
         catalog = self.catalog
         columns = repr(key).encode()
 
+        @functools.lru_cache(maxsize=1 << 16)
         def key_for(unit: int) -> str:
             shard = catalog.shards[int(catalog.unit_shard[unit])]
             where = f"{shard.path}|{shard.fingerprint}|{catalog.unit_bounds[unit]}"
