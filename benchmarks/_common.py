@@ -1,14 +1,67 @@
-"""Timing and reporting shared by the benchmark scripts."""
+"""Timing, reporting and store processes shared by the benchmark scripts."""
 
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["time_calls", "report"]
+__all__ = ["time_calls", "report", "free_port", "rss_mb", "ShardProcess"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
+
+
+class ShardProcess:
+    """``isloader store serve ARGS`` on a fixed free port; ``start`` again after a stop
+    restarts it on the same port (with whatever log and snapshots it kept)."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.port = free_port()
+        self.args = [sys.executable, "-m", "isloader.cli", "store", "serve",
+                     "--port", str(self.port), *args]  # fmt: skip
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> float:
+        """Start it; returns the seconds until it listens (restore and replay included)."""
+        begin = time.perf_counter()
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if b"listening on" in line:
+                break
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain
+        return time.perf_counter() - begin
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        return rss_mb(self.proc.pid)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(300)
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 5) -> np.ndarray:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ShardProcess
 
 from isloader.data.catalog import ShardCatalog, ShardEntry
 from isloader.store.client import StoreClient
@@ -104,51 +106,6 @@ def open_in_fresh_process(root: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Shard:
-    def __init__(self, args: list[str]) -> None:
-        self.port = free_port()
-        self.args = [
-            sys.executable,
-            "-m",
-            "isloader.cli",
-            "store",
-            "serve",
-            "--port",
-            str(self.port),
-            "--snapshot-interval",
-            "100000",
-            *args,
-        ]
-        self.start()
-
-    def start(self) -> float:
-        begin = time.perf_counter()
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for line in self.proc.stdout:
-            if b"listening on" in line:
-                break
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        return time.perf_counter() - begin
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        self.proc.send_signal(sig)
-        self.proc.wait(300)
-
-
 def update_throughput(addresses: list[str], n: int, seconds: float = 8.0) -> float:
     """Update RPCs per second (B = 1024 indices each) from 4 concurrent clients."""
     stop, counts = threading.Event(), []
@@ -199,7 +156,7 @@ def main() -> None:
 
     # the store: S shards of N / S samples, a WAL and snapshots each
     shards = [
-        Shard(
+        ShardProcess(
             [
                 "--num-samples",
                 str(n),
@@ -211,6 +168,8 @@ def main() -> None:
                 str(tmp / f"wal-{s}"),
                 "--snapshot-uri",
                 str(tmp / f"snap-{s}"),
+                "--snapshot-interval",
+                "100000",  # snapshots when asked, so they are timed alone
             ]
         )
         for s in range(args.shards)
@@ -251,11 +210,12 @@ def main() -> None:
 
     # scale-out: the same N over 1 and over 2 shards, 4 concurrent clients
     half = n // 2
-    one = Shard(["--num-samples", str(half)])
+    one = ShardProcess(["--num-samples", str(half)])
     one_rate = update_throughput([one.address], half)
     one.stop()
     two = [
-        Shard(["--num-samples", str(n), "--shard", str(s), "--num-shards", "2"]) for s in range(2)
+        ShardProcess(["--num-samples", str(n), "--shard", str(s), "--num-shards", "2"])
+        for s in range(2)
     ]
     two_rate = update_throughput([s.address for s in two], n)
     for s in two:

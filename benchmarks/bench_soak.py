@@ -22,82 +22,23 @@ import argparse
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ShardProcess, rss_mb
 
 from isloader._proto import store_pb2 as pb
 from isloader._proto import store_pb2_grpc
 from isloader.store.client import StoreClient
 
 N, CLIENTS, WIDTH = 4000, 4, 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class Shard:
-    def __init__(self, number: int, root: str) -> None:
-        self.port = free_port()
-        self.args = [
-            sys.executable,
-            "-m",
-            "isloader.cli",
-            "store",
-            "serve",
-            "--num-samples",
-            str(N),
-            "--shard",
-            str(number),
-            "--num-shards",
-            "2",
-            "--port",
-            str(self.port),
-            "--alpha",
-            "0",
-            "--wal-dir",
-            f"{root}/wal-{number}",
-            "--snapshot-uri",
-            f"{root}/snap-{number}",
-            "--snapshot-interval",
-            "5",
-        ]
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if b"listening on" in line:
-                break
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain
-
-    def stop(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        self.proc.wait(30)
 
 
 def writer(c: int, addresses: list[str], stop: threading.Event, results: dict) -> None:
@@ -221,7 +162,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="isloader-soak-")
-    shards = [Shard(0, root), Shard(1, root)]
+    shards = [
+        ShardProcess(
+            ["--num-samples", str(N), "--shard", str(s), "--num-shards", "2", "--alpha", "0",
+             "--wal-dir", f"{root}/wal-{s}", "--snapshot-uri", f"{root}/snap-{s}",
+             "--snapshot-interval", "5"]
+        )
+        for s in (0, 1)
+    ]  # fmt: skip
     addresses = [s.address for s in shards]
     stop = threading.Event()
     results: dict = {}
