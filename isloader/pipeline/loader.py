@@ -41,7 +41,12 @@ from isloader.pipeline.plan import (
     streaming_tasks,
     units_per_window,
 )
-from isloader.pipeline.protocol import EpochProtocol, MethodSettings, distributed_rank_world
+from isloader.pipeline.protocol import (
+    EpochProtocol,
+    MethodSettings,
+    open_for_store,
+    rank_and_world,
+)
 from isloader.pipeline.runtime import quiet_ray
 from isloader.pipeline.tasks import CatalogRef, ReadStats, TaskContext, Transform
 from isloader.store.api import ImportanceStore
@@ -242,15 +247,7 @@ class ImportanceLoader:
             q_floor=q_floor, prune_every=prune_every, prune_k=prune_k,
             readmit_fraction=readmit_fraction, seed=seed,
         )  # fmt: skip
-        self.catalog = (
-            dataset
-            if isinstance(dataset, ShardCatalog)
-            else ShardCatalog.open(dataset, storage_options)
-        )
-        if store.num_samples != len(self.catalog):
-            raise ValueError(
-                f"the store holds {store.num_samples} samples, the dataset {len(self.catalog)}"
-            )
+        self.catalog = open_for_store(dataset, store, storage_options)
         self.store = store
         self.batch_size = batch_size
         self.columns = columns
@@ -261,9 +258,7 @@ class ImportanceLoader:
         self.seed = seed
         self.sampling = sampling
         self.steps_per_epoch = steps_per_epoch
-        default_rank, default_world = distributed_rank_world()
-        self.rank = default_rank if rank is None else rank
-        self.world_size = default_world if world_size is None else world_size
+        self.rank, self.world_size = rank_and_world(rank, world_size)
         self.transform = transform
         self.reader_settings = ReaderSettings(
             columns=tuple(columns) if columns is not None else None,

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from isloader.data.catalog import ShardCatalog
 from isloader.importance import importance_metric
 from isloader.pipeline.reporter import Reporter
 from isloader.store.api import ImportanceStore
 from isloader.store.records import TableStats
 
-__all__ = ["MethodSettings", "EpochProtocol", "distributed_rank_world"]
+__all__ = ["MethodSettings", "EpochProtocol", "distributed_rank_world", "open_for_store"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,33 @@ def distributed_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def open_for_store(
+    dataset: str | ShardCatalog, store: ImportanceStore, storage_options: dict[str, Any] | None
+) -> ShardCatalog:
+    """The dataset's catalog (loaded, or built and saved), checked against the store.
+
+    Raises:
+        ValueError: the store holds another number of samples than the dataset.
+    """
+    catalog = (
+        dataset
+        if isinstance(dataset, ShardCatalog)
+        else ShardCatalog.open(dataset, storage_options)
+    )
+    if store.num_samples != len(catalog):
+        raise ValueError(f"the store holds {store.num_samples} samples, the dataset {len(catalog)}")
+    return catalog
+
+
+def rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit values, else those of ``distributed_rank_world``."""
+    default_rank, default_world = distributed_rank_world()
+    return (
+        default_rank if rank is None else rank,
+        default_world if world_size is None else world_size,
+    )
 
 
 def _barrier() -> None:

@@ -29,7 +29,12 @@ from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ReaderSettings, disk_tier_enabled
 from isloader.pipeline.clock import SharedStepClock
 from isloader.pipeline.plan import ReadTask, sampling_tasks, streaming_tasks
-from isloader.pipeline.protocol import EpochProtocol, MethodSettings, distributed_rank_world
+from isloader.pipeline.protocol import (
+    EpochProtocol,
+    MethodSettings,
+    open_for_store,
+    rank_and_world,
+)
 from isloader.pipeline.tasks import TaskContext, Transform, run_read_task
 from isloader.store.api import ImportanceStore
 from isloader.store.records import TableStats
@@ -82,22 +87,12 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
             q_floor=q_floor, prune_every=prune_every, prune_k=prune_k,
             readmit_fraction=readmit_fraction, seed=seed,
         )  # fmt: skip
-        self.catalog = (
-            dataset
-            if isinstance(dataset, ShardCatalog)
-            else ShardCatalog.open(dataset, storage_options)
-        )
-        if store.num_samples != len(self.catalog):
-            raise ValueError(
-                f"the store holds {store.num_samples} samples, the dataset {len(self.catalog)}"
-            )
+        self.catalog = open_for_store(dataset, store, storage_options)
         self.store = store
         self.batch_size, self.window, self.prefetch = batch_size, window, prefetch
         self.units = units_per_window
         self.steps_per_epoch = steps_per_epoch
-        default_rank, default_world = distributed_rank_world()
-        self.rank = default_rank if rank is None else rank
-        self.world_size = default_world if world_size is None else world_size
+        self.rank, self.world_size = rank_and_world(rank, world_size)
         self.transform = transform
         self.reader_settings = ReaderSettings(
             columns=tuple(columns) if columns is not None else None,
