@@ -124,10 +124,11 @@ class StoreShard:
     # -- reads -----------------------------------------------------------------
 
     def view(self, *, settled: bool = True) -> ShardView:
-        """Total mass and active count; ``settled=False`` skips queued updates (cheap)."""
+        """Total mass and active count; ``settled=False`` is as of the last refresh,
+        without queued updates (cheap: what an update's reply carries)."""
         if not settled:
             with self._lock:
-                return self._table.view()
+                return self._table.view(fresh=False)
         with self._settled():
             return self._table.view()
 

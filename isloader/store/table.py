@@ -179,10 +179,12 @@ class ImportanceTable:
     def nbytes(self) -> int:
         return self._tree.nbytes + self._seen.nbytes + self._pruned.nbytes  # q: the leaves
 
-    def view(self) -> ShardView:
-        """Total mass and active count, exact: the tree is brought up to date first, so
-        a read never moves the reported mass."""
-        self._refresh()
+    def view(self, *, fresh: bool = True) -> ShardView:
+        """Total mass and active count: exact (the tree is brought up to date first, so a
+        read never moves the reported mass), or with ``fresh=False`` as of the last
+        refresh, without the cost of one."""
+        if fresh:
+            self._refresh()
         return ShardView(self._total, self._active)
 
     def importance(self, indices: np.ndarray) -> np.ndarray:
