@@ -61,6 +61,12 @@ _COLUMNS = {
 }
 
 
+def _cell(value: Any, fmt: str) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "not reached"
+    return fmt.format(value)
+
+
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -69,7 +75,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     for header, _ in _COLUMNS.values():
         table.add_column(header, justify="right")
     for row in rows:
-        table.add_row(*(fmt.format(row[key]) for key, (_, fmt) in _COLUMNS.items()))
+        table.add_row(*(_cell(row[key], fmt) for key, (_, fmt) in _COLUMNS.items()))
     Console(width=170).print(table)
 
 
