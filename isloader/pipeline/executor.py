@@ -49,23 +49,32 @@ class _ReadWorker:
         return run_read_task(task, self._contexts[loader_id], plan)
 
 
-_POOL: list[Any] = []
+_POOLS: dict[bool, list[Any]] = {}
 _POOL_LOCK = threading.Lock()
 
 
-def reader_pool(size: int | None = None) -> list[Any]:
-    """The driver's read actors (created on first use: one per CPU of this node, 2-8)."""
+def reader_pool(*, spread: bool = False) -> list[Any]:
+    """The driver's read actors, created on first use: by default on this node, one per
+    CPU of it (2-8), next to the trainer; with ``spread`` two on every alive node, so each
+    node's disk cache serves the reads placed there."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     with _POOL_LOCK:
-        if not _POOL:
-            cpus = int(ray.available_resources().get("CPU", 2) or 2)
-            count = size or min(max(cpus, 2), 8)
-            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), True)
-            actor = ray.remote(num_cpus=0, scheduling_strategy=here)(_ReadWorker)
-            _POOL.extend(actor.remote() for _ in range(count))
-        return list(_POOL)
+        if spread not in _POOLS:
+            if spread:
+                nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+            else:
+                here = ray.get_runtime_context().get_node_id()
+                cpus = int(ray.available_resources().get("CPU", 2) or 2)
+                nodes = [here] * (min(max(cpus, 2), 8) // 2)
+            actors = []
+            for node in nodes:
+                place = NodeAffinitySchedulingStrategy(node, soft=not spread)
+                actor = ray.remote(num_cpus=0, scheduling_strategy=place)(_ReadWorker)
+                actors += [actor.remote(), actor.remote()]
+            _POOLS[spread] = actors
+        return list(_POOLS[spread])
 
 
 class Block(NamedTuple):
@@ -85,6 +94,7 @@ class WindowExecutor:
         tasks: the epoch's tasks (sampling windows carry ``count`` and ``first_step``).
         context: what the tasks need; bound to every actor once per epoch.
         prefetch: steps a window may be submitted ahead of its first step.
+        spread: run the tasks on read actors on every node (see ``reader_pool``).
         draw: draws a sampling task's plan at submission, in this process (an
             in-process store: no round trip back into the trainer); None: the actor
             draws it when it runs the task.
@@ -97,6 +107,7 @@ class WindowExecutor:
         context: TaskContext,
         *,
         prefetch: int,
+        spread: bool = False,
         draw: Callable[[ReadTask], Plan] | None = None,
         ahead: int = 4,
     ) -> None:
@@ -107,7 +118,7 @@ class WindowExecutor:
         self._prefetch = prefetch
         self._draw = draw
         self._ahead = ahead
-        self._actors = reader_pool()
+        self._actors = reader_pool(spread=spread)
         ray.get([a.bind.remote(self._loader, context) for a in self._actors])
         self._turn = 0
         self._in_flight: deque[tuple[Any, int]] = deque()

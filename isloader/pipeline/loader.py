@@ -206,6 +206,9 @@ class ImportanceLoader:
         transform: function on each task's numpy columns (decode, augment).
         cache_dir, cache_bytes, memory_bytes: the readers' caches (``ReaderSettings``:
             a disk tier per node for remote datasets, kept by importance mass).
+        read_on_all_nodes: read through actors on every node of the Ray cluster (each
+            node's disk tier serving the reads placed there) instead of this trainer's
+            node only (default False: the rows stay where the trainer is).
         storage_options: fsspec options to reach the dataset.
     """
 
@@ -237,9 +240,11 @@ class ImportanceLoader:
         cache_bytes: int | None = None,
         memory_bytes: int = 256 << 20,
         storage_options: dict[str, Any] | None = None,
+        read_on_all_nodes: bool = False,
     ) -> None:
         if batch_size < 1 or window < 1 or prefetch < 0:
             raise ValueError("batch_size and window must be >= 1, prefetch >= 0")
+        self.read_on_all_nodes = read_on_all_nodes
         if not (units_per_window in ("auto", None) or isinstance(units_per_window, int)):
             raise ValueError(f"units_per_window: 'auto', None or an int, not {units_per_window!r}")
         self.method = MethodSettings(
@@ -379,8 +384,9 @@ class ImportanceLoader:
         self._start_epoch(epoch, clock=False)
         context = self.task_context(epoch)
         executor = WindowExecutor(
-            self.tasks(epoch), context, prefetch=self.prefetch, draw=self._in_process_draw()
-        )
+            self.tasks(epoch), context, prefetch=self.prefetch, spread=self.read_on_all_nodes,
+            draw=self._in_process_draw(),
+        )  # fmt: skip
         blocks = _counted(executor.run(lambda: self._finished), counters)
         for columns, drawn_at in _rebatch(blocks, self.batch_size):
             step = self._position[1]
