@@ -207,3 +207,23 @@ def test_convert_can_shuffle_rows_into_a_random_order(tmp_path) -> None:
         return label_clustering(counts)
 
     assert score(sorted_by_label) > 5 and score(got) < 2.5
+
+
+def test_only_connection_errors_are_retried(tmp_path) -> None:
+    uri = str(tmp_path / "d")
+    write_parquet_shards(uri, 100, shards=1, rows_per_group=10)
+    reader = ShardReader(ShardCatalog.build(uri))
+    fs = reader._fetcher.fs
+    calls = {"n": 0}
+
+    def broken(*args, **kwargs):
+        calls["n"] += 1
+        raise OSError(5, "input/output error")  # a disk error, not a dropped connection
+
+    fs.cat_ranges, real = broken, fs.cat_ranges
+    try:
+        with pytest.raises(OSError, match="input/output"):
+            reader.read(np.array([3]))
+        assert calls["n"] == 1
+    finally:
+        fs.cat_ranges = real

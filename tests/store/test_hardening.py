@@ -431,3 +431,30 @@ def test_snapshot_markers_that_are_garbage_are_named(tmp_path) -> None:
         read_latest_snapshot(str(tmp_path))
     with pytest.raises(MessageTooLargeError):
         table.sample(MAX_SAMPLE + 1, np.random.default_rng(0))
+
+
+def test_readmit_without_an_epoch_is_never_sent_twice(shard) -> None:
+    class Unavailable(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "dropped"
+
+    with StoreClient([shard.address], retry_budget=5) as client:
+        stub = client._shards[0].stub
+        calls = {"readmit": 0}
+        real = stub.Readmit
+
+        def flaky(request, **kwargs):
+            calls["readmit"] += 1
+            if calls["readmit"] in (1, 2):  # the first attempt of each call fails
+                raise Unavailable()
+            return real(request, **kwargs)
+
+        stub.Readmit = flaky
+        with pytest.raises(StoreUnavailableError):
+            client.readmit(0.5, seed=1)  # not idempotent: the error, not a second call
+        assert calls["readmit"] == 1
+        assert client.readmit(0.5, seed=1, epoch=3) == 0  # with an epoch: retried, applied once
+        assert calls["readmit"] == 3
