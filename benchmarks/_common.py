@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["time_calls", "report", "free_port", "rss_mb", "ShardProcess"]
+__all__ = ["time_calls", "report", "free_port", "rss_mb", "ShardProcess", "plot_curves"]
 
 
 def free_port() -> int:
@@ -88,3 +88,25 @@ def report(rows: list[dict], final: dict) -> None:
                 )
             )
     print(json.dumps(final))
+
+
+def plot_curves(methods: dict, title: str, path, xlabel: str = "training wall time (s)") -> None:
+    """Mean test accuracy against mean wall time per method (band: min-max over seeds),
+    from ``isloader.results.compare_methods`` output."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, m in methods.items():
+        seconds = np.mean([c["seconds"] for c in m["curves"]], axis=0)
+        acc = np.array([c["acc"] for c in m["curves"]])
+        ax.plot(seconds, acc.mean(0), marker="o", label=method)
+        ax.fill_between(seconds, acc.min(0), acc.max(0), alpha=0.15)
+    ax.set(xlabel=xlabel, ylabel="test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)

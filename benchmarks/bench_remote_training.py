@@ -26,7 +26,8 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import plot_curves
 
 from isloader.demo import DemoSettings, RunResult, open_comparison, train_method
 from isloader.pipeline.runtime import start_ray
@@ -87,26 +88,6 @@ def markdown(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, m in summary["methods"].items():
-        seconds = np.mean([c["seconds"] for c in m["curves"]], axis=0)
-        acc = np.array([c["acc"] for c in m["curves"]])
-        ax.plot(seconds, acc.mean(0), marker="o", label=method)
-        ax.fill_between(seconds, acc.min(0), acc.max(0), alpha=0.15)
-    ax.set(xlabel="training wall time, loading included (s)", ylabel="test accuracy")
-    ax.set_title(f"MNIST-1D from {summary['where']}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=5)
@@ -130,7 +111,10 @@ def main() -> None:
         summaries.append(run(tars, args.wds_seeds, "WebDataset"))
     (OUT / "remote.json").write_text(json.dumps(summaries, indent=1))
     (OUT / "remote.md").write_text(markdown(summaries))
-    plot(parquet, OUT / "remote_mnist1d.png")
+    plot_curves(
+        parquet["methods"], f"MNIST-1D from {parquet['where']}", OUT / "remote_mnist1d.png",
+        xlabel="training wall time, loading included (s)",
+    )  # fmt: skip
     print(markdown(summaries))
     m = parquet["methods"]
     prune, uniform = m["ours_is_prune"], m["uniform"]

@@ -19,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import plot_curves
 
 from isloader.demo import RunResult, train_method
 from isloader.demo.data import make_digits, make_mnist1d
@@ -76,24 +77,9 @@ def markdown(summaries: list[dict]) -> str:
 
 
 def plot(summaries: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     for s in summaries:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for method, m in s["methods"].items():
-            seconds = np.mean([c["seconds"] for c in m["curves"]], axis=0)
-            acc = np.array([c["acc"] for c in m["curves"]])
-            ax.plot(seconds, acc.mean(0), marker="o", label=method)
-            ax.fill_between(seconds, acc.min(0), acc.max(0), alpha=0.15)
-        ax.set(xlabel="training wall time (s)", ylabel="test accuracy")
-        ax.set_title(f"{s['dataset']}: mean over {s['seeds']} seeds (band: min-max)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.savefig(OUT / f"paper_{s['dataset']}.png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        title = f"{s['dataset']}: mean over {s['seeds']} seeds (band: min-max)"
+        plot_curves(s["methods"], title, OUT / f"paper_{s['dataset']}.png")
 
 
 def main() -> None:
