@@ -8,9 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ISLOADER_PORT=50051
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY isloader ./isloader
-RUN pip install ".[store]" \
+# Within constraints.txt: the versions the test suite ran with, and no resolver backtracking.
+RUN pip install -c constraints.txt ".[store]" \
     && useradd --system --uid 10001 --home-dir /var/lib/isloader --create-home isloader
 
 USER isloader
