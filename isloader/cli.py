@@ -63,6 +63,7 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_store_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from isloader.config import StoreSettings
     from isloader.store.server import StoreServer
@@ -72,6 +73,9 @@ def _cmd_store_serve(args: argparse.Namespace) -> int:
         settings = StoreSettings(**{k: v for k, v in flags.items() if v is not None})
     except (ValidationError, ValueError) as exc:
         print(f"isloader store serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:  # a secrets file that cannot be read
+        print(f"isloader store serve: {exc}: {exc.__cause__}", file=sys.stderr)
         return 2
     StoreServer(settings).serve_forever()
     return 0

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["StoreSettings", "ENV_PREFIX", "parse_storage_options"]
+__all__ = ["StoreSettings", "ENV_PREFIX", "parse_storage_options", "read_token_file"]
 
 ENV_PREFIX = "ISLOADER_"
 
@@ -72,8 +72,17 @@ class StoreSettings(BaseSettings):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
-        if self.token is not None and self.token_file is not None:
-            raise ValueError("give the token or a token file, not both")
+        # Compose mounts the secret where the secrets source finds it *and* names it in
+        # ISLOADER_TOKEN_FILE: the same token twice is fine, two tokens are not.
+        if (
+            self.token is not None
+            and self.token_file is not None
+            and read_token_file(self.token_file) != self.token.get_secret_value().strip()
+        ):
+            raise ValueError(
+                "the token (ISLOADER_TOKEN or the secret isloader_token) and the token file "
+                "differ: give one"
+            )
         start, stop = self.index_range()
         if not 0 <= start < stop:
             raise ValueError(f"empty or negative index range [{start}, {stop})")
@@ -100,13 +109,26 @@ class StoreSettings(BaseSettings):
             token = self.token.get_secret_value().strip()
             where = "the token setting"
         elif self.token_file:
-            token = Path(self.token_file).read_text().strip()
+            token = read_token_file(self.token_file)
             where = f"token file {self.token_file}"
         else:
             return None
         if not token:
             raise ValueError(f"{where} is empty")
         return token
+
+
+def read_token_file(path: str | Path) -> str:
+    """The token in ``path``, stripped; an unreadable file is a ``ValueError`` that says
+    which user needs access (the images run as uid 10001, and a compose secret keeps
+    the host file's owner and mode)."""
+    try:
+        return Path(path).read_text().strip()
+    except PermissionError:
+        raise ValueError(
+            f"cannot read the token file {path} as uid {os.getuid()}: permission denied; "
+            f"make it readable by that user (for the images: chown 10001 FILE; chmod 600 FILE)"
+        ) from None
 
 
 def parse_storage_options(pairs: Sequence[str] | None) -> dict[str, Any]:

@@ -100,9 +100,10 @@ def run_demo(settings: DemoSettings) -> list[dict[str, Any]]:
         comparison = open_comparison(settings, stack)
         deployed = None
         if settings.store:
+            from isloader.config import read_token_file
             from isloader.store.client import StoreClient
 
-            token = Path(settings.token_file).read_text().strip() if settings.token_file else None
+            token = read_token_file(settings.token_file) if settings.token_file else None
             deployed = stack.enter_context(StoreClient(settings.store, token=token))
         # Warm-up: Ray starts its read actors and they import the data plane, so the
         # first method timed does not pay for it.
