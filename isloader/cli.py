@@ -71,11 +71,11 @@ def _cmd_store_serve(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in StoreSettings.model_fields}
     try:
         settings = StoreSettings(**{k: v for k, v in flags.items() if v is not None})
+    except SettingsError as exc:  # a secrets file that cannot be read (a ValueError too)
+        print(f"isloader store serve: {exc}: {exc.__cause__}", file=sys.stderr)
+        return 2
     except (ValidationError, ValueError) as exc:
         print(f"isloader store serve: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
-    except SettingsError as exc:  # a secrets file that cannot be read
-        print(f"isloader store serve: {exc}: {exc.__cause__}", file=sys.stderr)
         return 2
     StoreServer(settings).serve_forever()
     return 0

@@ -43,6 +43,8 @@ class Comparison:
     @property
     def where(self) -> str:
         s = self.settings
+        if self.settings.dataset:
+            return self.settings.dataset
         if not self.remote:
             return "local Parquet"
         return (

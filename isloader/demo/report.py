@@ -97,19 +97,20 @@ def plot(results: list[RunResult], directory: Path, title: str) -> list[Path]:
     fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     source = next((r for r in results if r.method == "ours_is_prune"), results[-1])
-    epochs = sorted(source.histograms)
-    for epoch in epochs[:: max(1, len(epochs) // 3)]:
-        counts, edges = source.histograms[epoch]
-        centers = (np.array(edges[:-1]) + np.array(edges[1:])) / 2
-        ax.plot(centers, counts, drawstyle="steps-mid", label=f"after epoch {epoch}")
-    ax.set(xlabel="importance q (active samples)", ylabel="samples", yscale="log")
-    ax.set_title(f"importance histogram ({source.method})")
-    ax.legend()
-    paths.append(directory / "importance_histogram.png")
-    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    if source.histograms:  # a sharded store reports none (each shard bins its own range)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        epochs = sorted(source.histograms)
+        for epoch in epochs[:: max(1, len(epochs) // 3)]:
+            counts, edges = source.histograms[epoch]
+            centers = (np.array(edges[:-1]) + np.array(edges[1:])) / 2
+            ax.plot(centers, counts, drawstyle="steps-mid", label=f"after epoch {epoch}")
+        ax.set(xlabel="importance q (active samples)", ylabel="samples", yscale="log")
+        ax.set_title(f"importance histogram ({source.method})")
+        ax.legend()
+        paths.append(directory / "importance_histogram.png")
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+        plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:

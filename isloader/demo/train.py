@@ -52,8 +52,8 @@ def build_model(inputs: int, classes: int, seed: int) -> torch.nn.Module:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    logits = model(torch.from_numpy(x))
-    target = torch.from_numpy(y).long()
+    logits = model(torch.as_tensor(np.array(x)))  # a copy: Arrow-backed arrays are read-only
+    target = torch.as_tensor(np.array(y)).long()
     loss = F.cross_entropy(logits, target).item()
     return float((logits.argmax(1) == target).float().mean()), float(loss)
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 
-__all__ = ["start_ray", "quiet_ray"]
+__all__ = ["start_ray", "quiet_ray", "object_store_bytes"]
+
+_RAY_DEFAULT_SHARE = 0.3  # Ray's object store: 30% of memory unless told otherwise
 
 
 def quiet_ray() -> None:
@@ -27,14 +30,40 @@ def quiet_ray() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def object_store_bytes(shm_free: int, memory: int) -> int | None:
+    """The object store size to ask Ray for, or None for Ray's default.
+
+    Ray sizes its object store at 30% of memory; where ``/dev/shm`` is smaller (a
+    container's, e.g. compose's ``shm_size: 2gb``) it falls back to files under
+    ``/tmp`` and warns that this harms performance. Fitting the store into
+    ``/dev/shm`` keeps it in memory; below 256 MB that is too small to be worth it.
+    """
+    if shm_free >= _RAY_DEFAULT_SHARE * memory or shm_free < 256 << 20:
+        return None
+    return int(0.8 * shm_free)
+
+
+def _local_object_store() -> dict[str, int]:
+    try:
+        shm = shutil.disk_usage("/dev/shm").free
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return {}
+    size = object_store_bytes(shm, memory)
+    return {} if size is None else {"object_store_memory": size}
+
+
 def start_ray(num_cpus: int | None = 2, address: str | None = None) -> None:
     """``ray.init`` (unless already running) without the dashboard, quiet.
 
     With ``address`` it joins an existing cluster (other trainer processes of a run).
+    A local cluster's object store fits in ``/dev/shm`` (:func:`object_store_bytes`).
     """
     import ray
 
     if not ray.is_initialized():
-        options = {"address": address} if address else {"num_cpus": num_cpus}
+        options = (
+            {"address": address} if address else {"num_cpus": num_cpus, **_local_object_store()}
+        )
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **options)
     quiet_ray()
