@@ -68,8 +68,8 @@ trap teardown EXIT
 (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/isloader_token.txt")
 chown 10001 "$work/isloader_token.txt" 2>/dev/null || chmod 644 "$work/isloader_token.txt"
 export ISLOADER_TOKEN_FILE=$work/isloader_token.txt
-export ISLOADER_NUM_SAMPLES=${SMOKE_NUM_SAMPLES:-6000}
-export ISLOADER_DEMO_EPOCHS=${SMOKE_EPOCHS:-3}
+export ISLOADER_NUM_SAMPLES=${SMOKE_NUM_SAMPLES:-60000}
+export ISLOADER_DEMO_EPOCHS=${SMOKE_EPOCHS:-4}
 export ISLOADER_DEMO_METHODS=uniform,ours_is_prune
 export ISLOADER_SNAPSHOT_INTERVAL=5
 export ISLOADER_STORE0_PORT=$(free_port) ISLOADER_STORE1_PORT=$(free_port)
@@ -110,26 +110,32 @@ demo_data_rc=$("${ENGINE[@]}" wait "$(container demo-data)")
 say "trainer: the demo against store-0:50051,store-1:50051"
 compose up -d trainer >>"$work/up.log" 2>&1
 trainer=$(container trainer)
-updates() { python3 - "$ISLOADER_STORE1_METRICS" <<'PY'
+metric() {  # NAME: store-1's Prometheus counter, summed over labels (0 while unreachable)
+  python3 - "$ISLOADER_STORE1_METRICS" "$1" <<'PY'
 import sys, urllib.request
 try:
     text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=2).read().decode()
 except OSError:
-    print(0); sys.exit()
-print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("isloader_updates_total"))))
+    text = ""
+print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(sys.argv[2] + " ") or l.startswith(sys.argv[2] + "{"))))
 PY
 }
-deadline=$((SECONDS + 600))
-until (( $(updates) > 50 )); do
+trainer_running() {
   [[ $("${ENGINE[@]}" inspect "$trainer" --format '{{.State.Running}}') == true ]] \
-    || { "${ENGINE[@]}" logs "$trainer" >&2; say "trainer stopped before it reported"; exit 1; }
-  ((SECONDS < deadline)) || { say "no updates reached store-1"; exit 1; }
-  sleep 1
+    || { "${ENGINE[@]}" logs "$trainer" 2>&1 | tail -20 >&2; say "trainer ended before the kill (make SMOKE_EPOCHS larger)"; exit 1; }
+}
+# Kill once training updates reach store-1 and a snapshot was written after them, so
+# both volumes (WAL and snapshots) hold training state.
+deadline=$((SECONDS + 900))
+until (( $(metric isloader_updates_total) > 0 )); do
+  trainer_running; ((SECONDS < deadline)) || { say "no updates reached store-1"; exit 1; }
+  sleep 0.5
 done
-sleep "${SMOKE_KILL_AFTER:-6}"  # past a snapshot (every 5 s), so both volumes hold state
+snapshots=$(metric isloader_snapshots_total)
+until (( $(metric isloader_snapshots_total) > snapshots )); do trainer_running; sleep 0.5; done
 shard=$(container store-1)
 pid=$("${ENGINE[@]}" inspect "$shard" --format '{{.State.Pid}}')
-say "SIGKILL store-1 (pid $pid) mid-run, after $(updates) updates"
+say "SIGKILL store-1 (pid $pid) mid-run, after $(metric isloader_updates_total) updates"
 kill -KILL "$pid"
 sleep 2
 wait_healthy store-1 60

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,6 +89,13 @@ def start_shards(
             p.stop()
         raise
     return procs
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for servers that take a fixed port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def chi_square_pvalue(drawn: np.ndarray, probabilities: np.ndarray) -> float:

@@ -24,6 +24,8 @@ trap 'rm -rf "$work"' EXIT
 CA=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 echo "making $IMAGE from Debian bookworm packages (mmdebstrap)" >&2
 mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,passwd \
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+  --dpkgopt='path-exclude=/usr/share/locale/*' \
   --customize-hook='chroot "$1" python3 -m venv /usr/local/python' \
   --customize-hook="mkdir -p \"\$1/etc/ssl/certs\" && cp $CA \"\$1/etc/ssl/certs/ca-certificates.crt\"" \
   --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*' \

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import s3fs
 
 from isloader.data.catalog import ShardCatalog
-from tests.helpers import start_shards
+from tests.helpers import free_port, start_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 N, CLASSES = 1536, 4
@@ -42,11 +41,6 @@ def write_dataset(uri: str, options: dict) -> None:
         with fs.open(f"{uri}/part-{s}.parquet", "wb") as f:
             pq.write_table(part, f, row_group_size=16)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.usefixtures("ray_session")

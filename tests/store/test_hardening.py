@@ -8,7 +8,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,15 +32,10 @@ from isloader.store.client import StoreClient
 from isloader.store.limits import MAX_CLIENTS, MAX_SAMPLE
 from isloader.store.shard import Durability, StoreShard
 from isloader.store.table import ImportanceTable, TableConfig
-from tests.helpers import StoreProcess
+from tests.helpers import StoreProcess, free_port
 
 N = 200
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _raw(address: str) -> store_pb2_grpc.ImportanceStoreStub:
@@ -151,7 +145,7 @@ def _limited_store(args: list[str], limit: int) -> subprocess.Popen:
 
 
 def test_a_failed_log_write_applies_nothing_and_its_retry_is_applied_durably(tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     args = [
         "--range",
         f"0:{N}",
@@ -270,7 +264,7 @@ def test_a_corrupt_newest_snapshot_falls_back_where_the_log_covers_the_gap(tmp_p
 
 
 def test_a_client_started_before_its_shard_waits_for_it(tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     args = ["--num-samples", str(N), "--port", str(port)]
     holder = {}
 
@@ -290,7 +284,7 @@ def test_a_client_started_before_its_shard_waits_for_it(tmp_path) -> None:
 
 
 def test_calls_during_a_restart_succeed_and_async_updates_are_not_lost(tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     args = [
         "--num-samples",
         str(N),
@@ -364,7 +358,7 @@ def test_auth_failures_are_counted_and_world_readable_token_files_warned(tmp_pat
             "--token-file",
             str(token),
             "--metrics-port",
-            str(_free_port()),
+            str(free_port()),
         ]
     )
     try:
