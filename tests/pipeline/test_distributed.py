@@ -42,7 +42,6 @@ def write_dataset(uri: str, options: dict) -> None:
             pq.write_table(part, f, row_group_size=16)
 
 
-
 @pytest.mark.usefixtures("ray_session")
 def test_two_trainers_two_store_shards_on_s3(s3_bucket, tmp_path) -> None:
     import ray

@@ -37,7 +37,6 @@ from tests.helpers import StoreProcess, free_port
 N = 200
 
 
-
 def _raw(address: str) -> store_pb2_grpc.ImportanceStoreStub:
     return store_pb2_grpc.ImportanceStoreStub(grpc.insecure_channel(address))
 
