@@ -43,7 +43,8 @@ if [[ ${COMPOSE[0]} == podman-compose && ${#files[@]} -gt 2 ]]; then
   # healthcheck test); merge here by the compose spec's rule instead: a service key
   # in the override replaces the base's, mappings merge one level down.
   merged=$DEPLOY_DIR/.smoke-compose-$$.yml
-  python3 - "${files[1]}" "${files[3]}" "$merged" <<'PY'
+  yaml_python=$(sed -n '1s/^#!//p' "$(command -v podman-compose)")  # it has PyYAML
+  ${yaml_python:-python3} - "${files[1]}" "${files[3]}" "$merged" <<'PY'
 import sys, yaml
 base, override = (yaml.safe_load(open(f)) for f in sys.argv[1:3])
 for name, service in override.get("services", {}).items():
