@@ -260,9 +260,76 @@ class StoreClient:
         if count > MAX_SAMPLE:
             raise InvalidArgumentError(f"sample count {count} exceeds {MAX_SAMPLE} per call")
         rng = np.random.default_rng(seed_sequence(seed))
+        if layout is not None and units:
+            return self._sample_units(count, rng, layout, units)
+        return self._sample_one_round(count, rng)
+
+    def _sample_one_round(self, count: int, rng: np.random.Generator) -> Plan:
+        """Draws in one parallel round: every shard draws a little more than its expected
+        share under the masses last seen, and its reply carries its mass at draw time.
+        The split over shards is then drawn from those exact masses and each shard's
+        first ``k_s`` draws are kept (i.i.d. in-shard draws, so any prefix is one). A
+        shard asked for too few (its mass grew meanwhile) draws the rest in a second
+        call; with the margin below that is rare."""
+        known = np.array([s.view.total_mass for s in self._shards])
+        share = known / known.sum() if known.sum() > 0 else np.full(len(known), 1 / len(known))
+        expect = count * share
+        ask = np.minimum(count, np.ceil(expect + 4 * np.sqrt(expect * (1 - share)) + 8))
+        ask[share == 0] = 0  # a shard seen empty only reports its mass (it may have grown)
+        seeds = rng.integers(0, 2**63, size=(2, len(self._shards)))
+        asks = list(zip(self._shards, ask.astype(int), seeds[0], strict=True))
+        try:
+            draws = self._draw(asks)
+        except InvalidArgumentError:  # a shard emptied since its mass was seen: settle, retry
+            self._all(self._shards, "Lookup", lambda s: pb.LookupRequest())
+            known = np.array([s.view.total_mass for s in self._shards])
+            fresh = zip(asks, known, strict=True)
+            draws = self._draw([(s, c if m > 0 else 0, x) for (s, c, x), m in fresh])
+        masses = np.array([draws[id(s)][2] for s in self._shards])
+        if masses.sum() <= 0:
+            raise InvalidArgumentError("the store has no sampling mass; call end_epoch with eps>0")
+        counts = rng.multinomial(count, masses / masses.sum())
+        short = [(s, c - len(draws[id(s)][0]), seeds[1][i])
+                 for i, (s, c) in enumerate(zip(self._shards, counts, strict=True))
+                 if c > len(draws[id(s)][0])]  # fmt: skip
+        more = self._draw(short)
+        indices, probabilities = [], []
+        for s, c in zip(self._shards, counts, strict=True):
+            parts = [draws[id(s)]] + ([more[id(s)]] if id(s) in more else [])
+            idx = np.concatenate([part[0] for part in parts])[:c]
+            p = np.concatenate([part[1] / part[2] for part in parts])[:c]  # q / shard mass
+            indices.append(idx)
+            probabilities.append(p * masses[self._shards.index(s)] / masses.sum())
+        return self._plan(indices, probabilities, count, rng)
+
+    def _draw(self, asks) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+        """``{id(shard): (indices, q, shard mass)}`` for ``(shard, count, seed)`` asks;
+        a count of 0 returns the shard's mass only."""
+        jobs = [(shard, pb.SampleRequest(count=int(c), seed=int(seed))) for shard, c, seed in asks]
+        out = {}
+        for (shard, _), reply in zip(jobs, self._map(jobs, "Sample"), strict=True):
+            out[id(shard)] = (
+                decode_array(reply.indices, "<i8", "indices"),
+                decode_array(reply.q, "<f8", "q"),
+                reply.shard.total_mass,
+            )
+        return out
+
+    def _plan(self, indices: list, probabilities: list, count: int, rng) -> Plan:
+        """Shards' draws in a random order, with weights ``1 / (N_active p)``."""
+        order = rng.permutation(count)
+        idx = np.concatenate(indices)[order] if indices else np.zeros(0, np.int64)
+        p = np.concatenate(probabilities)[order] if probabilities else np.zeros(0)
+        active = sum(s.view.active_count for s in self._shards)
+        return Plan(idx.astype(np.int64), p, 1.0 / (active * p))
+
+    def _sample_units(
+        self, count: int, rng: np.random.Generator, layout: UnitLayout, units: int
+    ) -> Plan:
+        """Locality-aware draws: the split over shards must be known before the shards
+        draw (it sets each shard's share of the ``units`` per window), so a cheap parallel
+        round first settles the masses the last update replies carried."""
         if len(self._shards) > 1:
-            # Shards apply updates in the background, so the masses the last update
-            # replies carried may lag: one cheap parallel round settles them.
             self._all(self._shards, "Lookup", lambda s: pb.LookupRequest())
         masses = np.array([s.view.total_mass for s in self._shards])
         if masses.sum() <= 0:
@@ -273,11 +340,9 @@ class StoreClient:
         for shard, c, shard_seed in zip(self._shards, counts, seeds, strict=True):
             if not c:
                 continue
-            request = pb.SampleRequest(count=int(c), seed=int(shard_seed))
-            if layout is not None and units:
-                self._register(shard, layout)
-                request.layout = layout.name
-                request.units_per_window = max(1, round(units * int(c) / count))
+            self._register(shard, layout)
+            request = pb.SampleRequest(count=int(c), seed=int(shard_seed), layout=layout.name)
+            request.units_per_window = max(1, round(units * int(c) / count))
             jobs.append((shard, request))
         replies = self._map_layout(jobs, "Sample", layout)
         indices, probabilities = [], []
@@ -287,11 +352,7 @@ class StoreClient:
             indices.append(decode_array(reply.indices, "<i8", "indices"))
             q = decode_array(reply.q, "<f8", "q")
             probabilities.append(share[s] * q / reply.shard.total_mass)
-        order = rng.permutation(count)
-        idx = np.concatenate(indices)[order] if indices else np.zeros(0, np.int64)
-        p = np.concatenate(probabilities)[order] if probabilities else np.zeros(0)
-        active = sum(s.view.active_count for s in self._shards)
-        return Plan(idx.astype(np.int64), p, 1.0 / (active * p))
+        return self._plan(indices, probabilities, count, rng)
 
     def unit_stats(self, layout: UnitLayout) -> UnitStats:
         """Per-unit mass and active rows over the whole store, and every pruned flag."""

@@ -52,6 +52,26 @@ def test_three_shard_processes_sample_the_exact_global_distribution(three_shards
         assert chi_square_pvalue(plan.indices, current / current.sum()) > 1e-3
 
 
+def test_one_round_draws_stay_exact_when_the_masses_seen_are_stale(three_shards) -> None:
+    """Draws take one round: each shard draws a margin over its share under the masses
+    this client last saw, and the split uses the masses in the same replies. Another
+    client moving most of the mass to one shard makes those shares wrong; the shard
+    asked for too few tops up, and the draws still follow the exact global p."""
+    addresses = [p.address for p in three_shards]
+    with StoreClient(addresses) as client, StoreClient(addresses) as other:
+        q = np.ones(N)
+        client.update(np.arange(N), q)
+        client.sample(10, seed=0)  # this client now believes each shard holds a third
+        q[: N // 3] = 50.0  # shard 0 now holds most of the mass (after the EMA)
+        other.update(np.arange(N), q)
+        q = other.lookup(np.arange(N))  # asked of the other client: this one stays stale
+        assert q[: N // 3].sum() > 0.9 * q.sum()
+        plan = client.sample(60_000, seed=1)
+        assert chi_square_pvalue(plan.indices, q / q.sum()) > 1e-3
+        np.testing.assert_allclose(plan.weights, q.sum() / (N * q[plan.indices]), rtol=1e-9)
+        assert client.sample(0, seed=2).indices.shape == (0,)
+
+
 def _stub(address: str) -> tuple[grpc.Channel, store_pb2_grpc.ImportanceStoreStub]:
     channel = grpc.insecure_channel(address)
     return channel, store_pb2_grpc.ImportanceStoreStub(channel)
