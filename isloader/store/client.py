@@ -3,20 +3,24 @@
 Each shard owns a contiguous index range; the client learns the ranges from the
 shards themselves (one ``Stats`` call each) and checks they tile ``[0, N)``.
 
-Sampling is hierarchical and exactly the global distribution: the client first
-reads every shard's settled mass ``m_s`` (one parallel round), gives shard ``s`` a
-multinomial share of the draws with probability ``m_s / sum_t m_t``, then each shard
-draws within itself with ``q_i / M_s``. The probability of drawing ``i`` is
-``(m_s / sum m) * (q_i / M_s)``, and that product, not an idealised
-``q_i / sum q``, is what the weights use, so they stay unbiased even when another
-trainer's update lands between the two rounds.
+Sampling is hierarchical and exactly the global distribution, in one parallel round:
+shard ``s`` draws a margin over its expected share of the ``count`` draws (under the
+masses this client last saw) within itself with ``q_i / M_s``, and its reply carries
+``M_s`` at draw time. The client then splits ``count`` multinomially with
+probabilities ``M_s / sum_t M_t`` from those same replies and keeps each shard's first
+``c_s`` draws (a shard that drew too few, because its mass grew meanwhile, draws the
+rest in a second call). The probability of drawing ``i`` is
+``(M_s / sum M) * (q_i / M_s)``, and that product, not an idealised ``q_i / sum q``,
+is what the weights use, so they stay unbiased even when another trainer's update
+lands between calls.
 
-Locality-aware draws split the same way: shard ``s`` gets its multinomial share
-``c_s`` of the window and ``G_s = max(1, round(G c_s / count))`` units; inside a
-shard every draw has ``q_i / M_s``, so the product is again ``q_i / sum q``. A unit
-that straddles two shards is two pieces, one per shard, each read from the same
-unit. Layouts are registered with each shard on first use (and again after a shard
-restart forgets them).
+Locality-aware draws need the split before the shards draw (it sets each shard's
+units), so they first settle the masses in a cheap parallel round: shard ``s`` gets
+its multinomial share ``c_s`` of the window and ``G_s = max(1, round(G c_s / count))``
+units; inside a shard every draw has ``q_i / M_s``, so the product is again
+``q_i / sum q``. A unit that straddles two shards is two pieces, one per shard, each
+read from the same unit. Layouts are registered with each shard on first use (and
+again after a shard restart forgets them).
 
 Updates carry ``(client_id, seq)``, so a call retried after UNAVAILABLE is applied
 once; a shard acknowledges an update only once it is durable. Calls wait for a shard
