@@ -16,6 +16,12 @@ __all__ = ["start_ray", "quiet_ray", "object_store_bytes"]
 _RAY_DEFAULT_SHARE = 0.3  # Ray's object store: 30% of memory unless told otherwise
 
 
+def _not_the_auth_notice(record: logging.LogRecord) -> bool:
+    """Ray announces on every start that token authentication is on (its default); a
+    warning that it is *off* still shows."""
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
 def quiet_ray() -> None:
     """Ray and Ray Data print warnings and errors only (unless ``ISLOADER_VERBOSE``)."""
     if os.environ.get("ISLOADER_VERBOSE"):
@@ -62,6 +68,10 @@ def start_ray(num_cpus: int | None = 2, address: str | None = None) -> None:
     import ray
 
     if not ray.is_initialized():
+        if not os.environ.get("ISLOADER_VERBOSE"):
+            auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+            if _not_the_auth_notice not in auth.filters:
+                auth.addFilter(_not_the_auth_notice)
         options = (
             {"address": address} if address else {"num_cpus": num_cpus, **_local_object_store()}
         )
