@@ -98,14 +98,14 @@ def plot(results: list[RunResult], directory: Path, title: str) -> list[Path]:
     plt.close(fig)
 
     source = next((r for r in results if r.method == "ours_is_prune"), results[-1])
-    if source.histograms:  # a sharded store reports none (each shard bins its own range)
+    if source.histograms:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         epochs = sorted(source.histograms)
         for epoch in epochs[:: max(1, len(epochs) // 3)]:
             counts, edges = source.histograms[epoch]
-            centers = (np.array(edges[:-1]) + np.array(edges[1:])) / 2
+            centers = np.sqrt(np.array(edges[:-1]) * np.array(edges[1:]))  # log-spaced bins
             ax.plot(centers, counts, drawstyle="steps-mid", label=f"after epoch {epoch}")
-        ax.set(xlabel="importance q (active samples)", ylabel="samples", yscale="log")
+        ax.set(xlabel="importance q (active samples)", ylabel="samples", xscale="log", yscale="log")
         ax.set_title(f"importance histogram ({source.method})")
         ax.legend()
         paths.append(directory / "importance_histogram.png")

@@ -439,9 +439,10 @@ class StoreClient:
         self._all(self._shards, "Reset", lambda s: pb.ResetRequest())
 
     def stats(self) -> TableStats:
-        """Summed over shards; the histogram is merged only for a single shard."""
+        """Summed over shards; histograms add up (shards share fixed bin edges)."""
         replies = self._all(self._shards, "Stats", lambda s: pb.StatsRequest())
-        single = replies[0] if len(replies) == 1 else None
+        edges = {tuple(r.histogram_edges) for r in replies}
+        counts = np.sum([list(r.histogram) for r in replies], axis=0) if len(edges) == 1 else ()
         return TableStats(
             num_samples=sum(r.num_samples for r in replies),
             active=sum(r.shard.active_count for r in replies),
@@ -453,8 +454,8 @@ class StoreClient:
             q_max=max(r.q_max for r in replies),
             epoch=min(r.shard.epoch for r in replies),
             version=sum(r.shard.version for r in replies),
-            histogram=tuple(single.histogram) if single else (),
-            histogram_edges=tuple(single.histogram_edges) if single else (),
+            histogram=tuple(int(c) for c in counts),
+            histogram_edges=next(iter(edges)) if len(edges) == 1 else (),
         )
 
     def snapshot(self) -> list[str]:

@@ -51,7 +51,9 @@ from isloader.store.sumtree import SumTree
 __all__ = ["TableConfig", "ImportanceTable", "prune_threshold", "STATE_FORMAT"]
 
 STATE_FORMAT = 1
-_HISTOGRAM_BINS = 20
+# Fixed log-spaced bins, 5 per decade over [1e-4, 1e4] (values outside count in the end
+# bins): importance spans decades, and fixed edges let shards' histograms add up exactly.
+_HISTOGRAM_EDGES = np.logspace(-4, 4, 41)
 _MAX_LAYOUTS = 8
 
 
@@ -454,7 +456,8 @@ class ImportanceTable:
 
     def stats(self) -> TableStats:
         live = self._q[~self._pruned]
-        counts, edges = np.histogram(live, bins=_HISTOGRAM_BINS) if live.size else (np.zeros(0), [])
+        edges = _HISTOGRAM_EDGES
+        counts, _ = np.histogram(np.clip(live, edges[0], edges[-1]), bins=edges)
         return TableStats(
             num_samples=self.config.size,
             active=self._active,

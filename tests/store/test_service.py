@@ -72,6 +72,18 @@ def test_one_round_draws_stay_exact_when_the_masses_seen_are_stale(three_shards)
         assert client.sample(0, seed=2).indices.shape == (0,)
 
 
+def test_shards_histograms_add_up_to_the_global_one(three_shards) -> None:
+    """Shards bin q on the same fixed log-spaced edges, so the client's sum is exact."""
+    with StoreClient([p.address for p in three_shards]) as client:
+        q = np.exp(np.random.default_rng(3).normal(0.0, 3.0, N))  # spans several decades
+        client.update(np.arange(N), q)
+        stats = client.stats()
+        edges = np.array(stats.histogram_edges)
+        assert edges[0] == 1e-4 and edges[-1] == 1e4 and len(edges) == 41
+        expected, _ = np.histogram(np.clip(q, edges[0], edges[-1]), bins=edges)
+        assert list(stats.histogram) == expected.tolist()
+
+
 def _stub(address: str) -> tuple[grpc.Channel, store_pb2_grpc.ImportanceStoreStub]:
     channel = grpc.insecure_channel(address)
     return channel, store_pb2_grpc.ImportanceStoreStub(channel)
