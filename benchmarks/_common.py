@@ -90,6 +90,31 @@ def report(rows: list[dict], final: dict) -> None:
     print(json.dumps(final))
 
 
+_COMPARISON_COLUMNS: list[tuple[str, Callable[[dict], str]]] = [
+    ("acc @ equal steps", lambda m: f"{m['acc_equal_steps']:.4f}"),
+    ("Δ acc vs uniform",
+     lambda m: "{:+.4f} [{:+.4f}, {:+.4f}]".format(*m["acc_delta_vs_baseline"])),
+    ("time to uniform's acc / its time",
+     lambda m: "{:.2f} [{:.2f}, {:.2f}]".format(*m["time_to_baseline_acc_ratio"])),
+    ("reached", lambda m: str(m["reached_baseline_acc"])),
+    ("acc @ uniform's time", lambda m: f"{m['acc_at_baseline_time']:.4f}"),
+    ("s / epoch", lambda m: f"{m['epoch_seconds']:.2f}"),
+]  # fmt: skip
+
+
+def methods_markdown(
+    heading: str, methods: dict[str, dict], columns: list[tuple[str, Callable[[dict], str]]]
+) -> list[str]:
+    """A markdown table with a row per method of ``isloader.results.compare_methods``
+    output: the comparison against the baseline, then ``columns`` (header, cell)."""
+    columns = _COMPARISON_COLUMNS + columns
+    lines = [heading, "", "| method | " + " | ".join(h for h, _ in columns) + " |"]
+    lines.append("| --- " * (len(columns) + 1) + "|")
+    for method, m in methods.items():
+        lines.append(f"| {method} | " + " | ".join(cell(m) for _, cell in columns) + " |")
+    return [*lines, ""]
+
+
 def plot_curves(methods: dict, title: str, path, xlabel: str = "training wall time (s)") -> None:
     """Mean test accuracy against mean wall time per method (band: min-max over seeds),
     from ``isloader.results.compare_methods`` output."""

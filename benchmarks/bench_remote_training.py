@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import plot_curves
+from _common import methods_markdown, plot_curves
 
 from isloader.demo import DemoSettings, RunResult, open_comparison, train_method
 from isloader.pipeline.runtime import start_ray
@@ -65,26 +65,16 @@ def run(settings: DemoSettings, seeds: int, label: str) -> dict:
 
 
 def markdown(summaries: list[dict]) -> str:
+    columns = [
+        ("MB / epoch", lambda m: f"{m['bytes_per_epoch'] / 1e6:.1f}"),
+        ("GETs / epoch", lambda m: f"{m['requests_per_epoch']:.0f}"),
+        ("cache hits", lambda m: f"{m['cache_hit_rate']:.0%}"),
+        ("pruned", lambda m: f"{m['pruned_share']:.0%}"),
+    ]
     lines = []
     for s in summaries:
-        lines += [
-            f"### {s['label']}: {s['where']} ({s['seeds']} seeds, paired 95% intervals)",
-            "",
-            "| method | acc @ equal steps | Δ acc vs uniform | time to uniform's acc / its time "
-            "| acc @ uniform's time | s / epoch | MB / epoch | GETs / epoch | cache hits "
-            "| pruned |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for method, m in s["methods"].items():
-            d, r = m["acc_delta_vs_baseline"], m["time_to_baseline_acc_ratio"]
-            lines.append(
-                f"| {method} | {m['acc_equal_steps']:.4f} | {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] "
-                f"| {r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] ({m['reached_baseline_acc']}) "
-                f"| {m['acc_at_baseline_time']:.4f} | {m['epoch_seconds']:.2f} "
-                f"| {m['bytes_per_epoch'] / 1e6:.1f} | {m['requests_per_epoch']:.0f} "
-                f"| {m['cache_hit_rate']:.0%} | {m['pruned_share']:.0%} |"
-            )
-        lines.append("")
+        heading = f"### {s['label']}: {s['where']} ({s['seeds']} seeds, paired 95% intervals)"
+        lines += methods_markdown(heading, s["methods"], columns)
     return "\n".join(lines)
 
 

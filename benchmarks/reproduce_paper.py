@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import plot_curves
+from _common import methods_markdown, plot_curves
 
 from isloader.demo import RunResult, train_method
 from isloader.demo.data import make_digits, make_mnist1d
@@ -52,27 +52,19 @@ def run_dataset(name: str, dataset: str, test_set, seeds: int, epochs: int, batc
 
 
 def markdown(summaries: list[dict]) -> str:
+    columns = [
+        ("staleness (bound)", lambda m: f"{m['max_plan_staleness']} ({m['staleness_bound']})"),
+        ("max w", lambda m: f"{m['max_weight']:.1f}"),
+        ("steps with w > 10", lambda m: f"{m['steps_weight_over_10']:.1%}"),
+        ("pruned", lambda m: f"{m['pruned_share']:.0%}"),
+    ]
     lines = []
     for s in summaries:
-        lines += [
-            f"### {s['dataset']} ({s['seeds']} seeds, {s['epochs']} epochs; mean and paired 95% "
-            "interval)",
-            "",
-            "| method | acc @ equal steps | Δ acc vs uniform | time to uniform's acc / its time "
-            "| reached | acc @ uniform's time | s / epoch | staleness (bound) | max w "
-            "| steps with w > 10 | pruned |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for method, m in s["methods"].items():
-            d, r = m["acc_delta_vs_baseline"], m["time_to_baseline_acc_ratio"]
-            lines.append(
-                f"| {method} | {m['acc_equal_steps']:.4f} | {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] "
-                f"| {r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] | {m['reached_baseline_acc']} "
-                f"| {m['acc_at_baseline_time']:.4f} | {m['epoch_seconds']:.2f} "
-                f"| {m['max_plan_staleness']} ({m['staleness_bound']}) | {m['max_weight']:.1f} "
-                f"| {m['steps_weight_over_10']:.1%} | {m['pruned_share']:.0%} |"
-            )
-        lines.append("")
+        heading = (
+            f"### {s['dataset']} ({s['seeds']} seeds, {s['epochs']} epochs; mean and paired "
+            "95% interval)"
+        )
+        lines += methods_markdown(heading, s["methods"], columns)
     return "\n".join(lines)
 
 
