@@ -281,43 +281,45 @@ class StoreClient:
         ask = np.minimum(count, np.ceil(expect + 4 * np.sqrt(expect * (1 - share)) + 8))
         ask[share == 0] = 0  # a shard seen empty only reports its mass (it may have grown)
         seeds = rng.integers(0, 2**63, size=(2, len(self._shards)))
-        asks = list(zip(self._shards, ask.astype(int), seeds[0], strict=True))
         try:
-            draws = self._draw(asks)
+            draws = self._draw(self._shards, ask, seeds[0])
         except InvalidArgumentError:  # a shard emptied since its mass was seen: settle, retry
             self._all(self._shards, "Lookup", lambda s: pb.LookupRequest())
-            known = np.array([s.view.total_mass for s in self._shards])
-            fresh = zip(asks, known, strict=True)
-            draws = self._draw([(s, c if m > 0 else 0, x) for (s, c, x), m in fresh])
-        masses = np.array([draws[id(s)][2] for s in self._shards])
+            fresh = np.array([s.view.total_mass for s in self._shards])
+            draws = self._draw(self._shards, np.where(fresh > 0, ask, 0), seeds[0])
+        masses = np.array([mass for _, _, mass in draws])
         if masses.sum() <= 0:
             raise InvalidArgumentError("the store has no sampling mass; call end_epoch with eps>0")
         counts = rng.multinomial(count, masses / masses.sum())
-        short = [(s, c - len(draws[id(s)][0]), seeds[1][i])
-                 for i, (s, c) in enumerate(zip(self._shards, counts, strict=True))
-                 if c > len(draws[id(s)][0])]  # fmt: skip
-        more = self._draw(short)
-        indices, probabilities = [], []
-        for s, c in zip(self._shards, counts, strict=True):
-            parts = [draws[id(s)]] + ([more[id(s)]] if id(s) in more else [])
-            idx = np.concatenate([part[0] for part in parts])[:c]
-            p = np.concatenate([part[1] / part[2] for part in parts])[:c]  # q / shard mass
-            indices.append(idx)
-            probabilities.append(p * masses[self._shards.index(s)] / masses.sum())
+        short = [i for i, (c, (idx, _, _)) in enumerate(zip(counts, draws, strict=True))
+                 if c > len(idx)]  # fmt: skip
+        more = self._draw(
+            [self._shards[i] for i in short],
+            [counts[i] - len(draws[i][0]) for i in short],
+            seeds[1][short],
+        )
+        for i, (idx, q, mass) in zip(short, more, strict=True):  # q relative to each reply's mass
+            first_idx, first_q, first_mass = draws[i]
+            draws[i] = (np.concatenate([first_idx, idx]),
+                        np.concatenate([first_q, q * first_mass / mass]), first_mass)  # fmt: skip
+        indices = [idx[:c] for (idx, _, _), c in zip(draws, counts, strict=True)]
+        probabilities = [q[:c] / masses.sum() for (_, q, _), c in zip(draws, counts, strict=True)]
         return self._plan(indices, probabilities, count, rng)
 
-    def _draw(self, asks) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
-        """``{id(shard): (indices, q, shard mass)}`` for ``(shard, count, seed)`` asks;
-        a count of 0 returns the shard's mass only."""
-        jobs = [(shard, pb.SampleRequest(count=int(c), seed=int(seed))) for shard, c, seed in asks]
-        out = {}
-        for (shard, _), reply in zip(jobs, self._map(jobs, "Sample"), strict=True):
-            out[id(shard)] = (
+    def _draw(
+        self, shards: list[_Shard], counts, seeds
+    ) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """``(indices, q, shard mass)`` per shard; a count of 0 returns the mass only."""
+        jobs = [(shard, pb.SampleRequest(count=int(c), seed=int(seed)))
+                for shard, c, seed in zip(shards, counts, seeds, strict=True)]  # fmt: skip
+        return [
+            (
                 decode_array(reply.indices, "<i8", "indices"),
                 decode_array(reply.q, "<f8", "q"),
                 reply.shard.total_mass,
             )
-        return out
+            for reply in self._map(jobs, "Sample")
+        ]
 
     def _plan(self, indices: list, probabilities: list, count: int, rng) -> Plan:
         """Shards' draws in a random order, with weights ``1 / (N_active p)``."""
