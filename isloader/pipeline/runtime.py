@@ -16,6 +16,10 @@ __all__ = ["start_ray", "quiet_ray", "object_store_bytes"]
 _RAY_DEFAULT_SHARE = 0.3  # Ray's object store: 30% of memory unless told otherwise
 
 
+def _verbose() -> bool:
+    return bool(os.environ.get("ISLOADER_VERBOSE"))
+
+
 def _not_the_auth_notice(record: logging.LogRecord) -> bool:
     """Ray announces on every start that token authentication is on (its default); a
     warning that it is *off* still shows."""
@@ -24,7 +28,7 @@ def _not_the_auth_notice(record: logging.LogRecord) -> bool:
 
 def quiet_ray() -> None:
     """Ray and Ray Data print warnings and errors only (unless ``ISLOADER_VERBOSE``)."""
-    if os.environ.get("ISLOADER_VERBOSE"):
+    if _verbose():
         return
     import ray.data  # configures Ray Data's logging, which is then adjusted here
     from ray.data._internal.logging import SessionFileHandler
@@ -68,7 +72,7 @@ def start_ray(num_cpus: int | None = 2, address: str | None = None) -> None:
     import ray
 
     if not ray.is_initialized():
-        if not os.environ.get("ISLOADER_VERBOSE"):
+        if not _verbose():
             auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
             if _not_the_auth_notice not in auth.filters:
                 auth.addFilter(_not_the_auth_notice)
