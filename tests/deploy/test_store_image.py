@@ -9,7 +9,6 @@ run a container here). The whole compose stack is `make deploy-check` (deploy/sm
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -29,13 +28,13 @@ IMAGE = "isloader-store:latest"
 
 
 def _engine() -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ)
-    if os.environ.get("ISLOADER_ENGINE", "podman") == "podman" and shutil.which("podman"):
-        env.setdefault("CONTAINERS_CONF", str(DEPLOY / "podman" / "containers.conf"))
-        return ["podman"], env
-    if shutil.which("docker"):
-        return ["docker"], env
-    pytest.skip("no container engine (apt-get install podman runc mmdebstrap)")
+    """The engine deploy/engine.sh picks for the deploy scripts, and its environment."""
+    script = 'source deploy/engine.sh && echo "${ENGINE[0]}" && echo "${CONTAINERS_CONF:-}"'
+    picked = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT)
+    if picked.returncode != 0:
+        pytest.skip(picked.stderr.strip())
+    engine, conf = picked.stdout.splitlines()
+    return [engine], {**os.environ, **({"CONTAINERS_CONF": conf} if conf else {})}
 
 
 @pytest.fixture(scope="module")
