@@ -2,8 +2,9 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test lint proto bench deploy-check clean
+.PHONY: demo test lint proto bench bench-deps deploy-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -26,7 +27,16 @@ test: lint
 proto: $(STAMP)
 	$(PY) tools/gen_proto.py
 
-bench: $(STAMP)
+# The peer loaders for the remote benchmark: Mosaic Streaming pins numpy < 2.2 and LitData
+# requires torchvision (a CUDA build here), so both go in without their pins.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
+	$(PY) -m pip install -q --no-deps mosaicml-streaming==0.13.0 litdata==0.2.76
+	touch $(BENCH_STAMP)
+
+bench-deps: $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 # The deployment for real (podman or docker): images, compose stack, a shard killed.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import socket
 import subprocess
@@ -13,7 +14,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["time_calls", "report", "free_port", "rss_mb", "ShardProcess", "plot_curves"]
+__all__ = [
+    "time_calls",
+    "report",
+    "free_port",
+    "rss_mb",
+    "ShardProcess",
+    "plot_curves",
+    "finite_or_none",
+]
 
 
 def free_port() -> int:
@@ -62,6 +71,18 @@ class ShardProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
         self.proc.wait(300)
+
+
+def finite_or_none(value):
+    """``value`` with every NaN or infinity (at any depth) replaced by None, so the final
+    line is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 5) -> np.ndarray:

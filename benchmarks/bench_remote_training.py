@@ -1,20 +1,26 @@
-"""The headline result: training from object storage, end to end, against streaming.
+"""The headline comparison: training from object storage, on equal terms, against the
+loaders a user would run instead, in the same run.
 
-MNIST-1D with rows stored as ~4 KB blobs (the read task decodes them, as it would
-images) on moto's S3 server behind a proxy adding 20 ms to every request and capping
-each connection at 100 Mbit/s (both stated in the JSON line). Methods, same model,
-same steps, every loading and selection cost in the wall time:
+Data: MNIST-1D (30k train rows) stored as ~4 KB blobs that the read workers decode (as
+they would images), on **one emulated endpoint** (``isloader.demo.endpoint``: a latency
+before every response, one bandwidth budget shared by every connection, a cap on
+concurrent requests; bytes and GETs counted at the endpoint). Same model, same loop,
+same seeds (paired), every loading and selection cost in the wall time. Arms:
 
-- ``uniform``: a shuffled streaming pass over the endpoint every epoch, no cache
-  across epochs (what WebDataset or Ray Data ``read_parquet`` do);
-- ``ours_is``, ``ours_is_prune``: importance sampling (+ pruning), locality-aware
-  windows, the importance-aware disk cache (half the dataset's bytes) and a memory
-  tier smaller than the dataset;
-- ``random_prune``: uniform over a random active set of ``ours_is_prune``'s size.
+- ``uniform_stream``: isloader's shuffled streaming pass, no cache (what WebDataset and
+  Ray Data do by default);
+- ``uniform_cached``: the same through isloader's cache, with the budget;
+- ``mosaic``, ``litdata``, ``webdataset``: the peers (``peers.py``), uniform shuffles,
+  the same worker count, Mosaic and LitData with the same cache budget;
+- ``ours_is``, ``ours_is_prune``: importance sampling (+ pruning), the same budget.
 
-Seeds are paired (same initialisation, methods interleaved); intervals are paired 95%.
-Also runs one configuration on WebDataset tars. Writes ``results/remote.json``,
-``remote.md`` and ``remote_mnist1d.png``.
+Every caching arm gets ``--cache-fraction`` of the rows' bytes, counted in what its cache
+stores (isloader's memory tier included). Both isloader formats run (Parquet, WebDataset
+tars); the peers read their own formats of the same rows and appear in both tables. The
+headline ratio is against the better (faster) uniform arm of all, peers included.
+``--step-ms`` adds emulated accelerator time per step; a second, shorter run at another
+endpoint point (``--second-point``) follows. Writes ``results/remote.json``,
+``remote.md`` and ``remote_mnist1d.png``; ends with one JSON line.
 Run: ``python benchmarks/bench_remote_training.py [--seeds 5] [--epochs 8]``.
 """
 
@@ -22,58 +28,229 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
-from contextlib import ExitStack
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import methods_markdown, plot_curves
+import numpy as np
 
-from isloader.demo import DemoSettings, RunResult, open_comparison, train_method
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import finite_or_none, methods_markdown, plot_curves
+from peers import PEERS, PeerLoader, peer_versions, write_peer_data
+
+from isloader.data.catalog import ShardCatalog
+from isloader.demo.data import decode_npy, decode_raw, make_mnist1d, publish
+from isloader.demo.endpoint import EmulatedObjectStore, EndpointModel, measure_ceiling
+from isloader.demo.methods import CACHELESS
+from isloader.demo.train import RunResult, train_loop, train_method
 from isloader.pipeline.runtime import start_ray
 from isloader.results import compare_methods
 
 OUT = Path(__file__).resolve().parent / "results"
-METHODS = ["uniform", "ours_is", "ours_is_prune", "random_prune"]
+OURS = ["uniform_stream", "uniform_cached", "ours_is", "ours_is_prune"]
+FORMATS = {"parquet": "Parquet", "webdataset": "WebDataset tars"}
+BATCH, WORKERS, ROW_BYTES, TEST = 128, 2, 4096, 10000
 
 
-def run(settings: DemoSettings, seeds: int, label: str) -> dict:
+def prepare(data: Path, train: int, peers: list[str]) -> dict[str, Path]:
+    """Every format of the same rows, written once (cached by its settings)."""
+    import pyarrow.parquet as pq
+
+    paths = {}
+    for fmt in FORMATS:
+        local, _ = make_mnist1d(data / fmt, train, TEST, row_bytes=ROW_BYTES, fmt=fmt)
+        paths[fmt] = Path(local)
+    table = pq.read_table(paths["parquet"], columns=["raw", "y"])
+    raw, y = table.column("raw").to_pylist(), table.column("y").to_numpy()
+    for peer in peers:
+        if peer == "webdataset":  # the same tars isloader's webdataset arms read
+            paths[peer] = paths["webdataset"]
+            continue
+        out = data / f"peer-{peer}"
+        stamp = out / ".stamp"
+        key = json.dumps({"rows": len(raw), "shards": 20, "version": peer_versions()[peer]})
+        if not (stamp.exists() and stamp.read_text() == key):
+            write_peer_data(peer, out, raw, y, shards=20)
+            stamp.write_text(key)
+        paths[peer] = out
+    return paths
+
+
+def link_into(s3: EmulatedObjectStore, local: Path, uri: str) -> str:
+    """Hard-link a local dataset into the endpoint's folder (no upload, no charge)."""
+    target = s3.local_path(uri)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(local.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            dest = target / path.relative_to(local)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, dest)
+    return uri
+
+
+class Arms:
+    """How each arm trains, on one endpoint with one budget."""
+
+    def __init__(self, s3: EmulatedObjectStore, uris: dict, test_set, args, scratch: Path):
+        self.s3, self.uris, self.test_set, self.args, self.scratch = (
+            s3,
+            uris,
+            test_set,
+            args,
+            scratch,
+        )
+        self.budget = int(args.cache_fraction * args.train_size * ROW_BYTES)
+        self.catalogs = {
+            fmt: ShardCatalog.load(uris[fmt], storage_options=s3.storage_options) for fmt in FORMATS
+        }
+
+    def ours(self, fmt: str, method: str, seed: int, epochs: int) -> RunResult:
+        tar = fmt == "webdataset"
+        options = {"storage_options": self.s3.storage_options,
+                   "transform": decode_npy if tar else decode_raw,
+                   "columns": ["npy", "cls"] if tar else ["raw", "y"]}  # fmt: skip
+        if method in CACHELESS:
+            options |= {"cache_dir": "", "memory_bytes": 0}
+        else:
+            cache = self.scratch / f"cache-{fmt}-{method}-{seed}"
+            options |= {"cache_dir": str(cache), "cache_bytes": self.budget, "memory_bytes": 0}
+        return train_method(
+            method, self.catalogs[fmt], self.test_set, epochs=epochs, batch_size=BATCH,
+            seed=seed, step_ms=self.args.step_ms, endpoint=self.s3, **options,
+        )  # fmt: skip
+
+    def peer(self, peer: str, seed: int, epochs: int) -> RunResult:
+        loader = PeerLoader(
+            peer, self.uris[peer], self.s3, batch_size=BATCH, workers=WORKERS, seed=seed,
+            cache_dir=str(self.scratch / f"cache-{peer}-{seed}"), cache_bytes=self.budget,
+            decode=decode_raw,
+        )  # fmt: skip
+        try:
+            return train_loop(
+                peer, seed, loader.epoch, self.test_set, epochs=epochs,
+                step_ms=self.args.step_ms, endpoint=self.s3,
+            )  # fmt: skip
+        finally:
+            loader.close()
+
+
+def run(args, model: EndpointModel, seeds: int, label: str) -> dict:
+    """Every arm for ``seeds`` paired seeds at one endpoint point."""
     from tqdm import tqdm
 
-    runs: dict[str, list[RunResult]] = {m: [] for m in METHODS}
-    with ExitStack() as stack:
-        comparison = open_comparison(settings, stack)
-        warm = comparison.options("uniform")
-        train_method("uniform", comparison.dataset, comparison.test_set, epochs=1,
-                     batch_size=settings.batch_size, seed=0, **warm)  # fmt: skip
-        with tqdm(total=seeds * len(METHODS), desc=label, unit="run") as bar:
+    paths = prepare(Path(args.data), args.train_size, args.peers)
+    scratch = Path(tempfile.mkdtemp(prefix="isloader-bench-remote-"))
+    runs: dict[str, dict[str, list[RunResult]]] = {fmt: {} for fmt in args.formats}
+    peer_runs: dict[str, list[RunResult]] = {p: [] for p in args.peers}
+    with EmulatedObjectStore(model) as s3:
+        bucket = s3.bucket("bench")
+        uris = {}
+        for fmt in FORMATS:  # isloader's datasets, indexed on the endpoint
+            uris[fmt] = publish(str(paths[fmt]), f"{bucket}/{fmt}", s3.direct_options)
+        for peer in args.peers:
+            uris[peer] = (
+                uris["webdataset"]
+                if peer == "webdataset"
+                else link_into(s3, paths[peer], f"{bucket}/peer-{peer}")
+            )
+        ceiling = measure_ceiling(s3, f"{uris['parquet']}/part-000.parquet")
+        test_set = make_mnist1d(Path(args.data) / "parquet", args.train_size, TEST,
+                                row_bytes=ROW_BYTES)[1]  # fmt: skip
+        arms = Arms(s3, uris, test_set, args, scratch)
+        arms.ours(args.formats[0], "uniform_stream", 0, 1)  # warm-up: Ray's read actors
+        cpu_before = s3.stats().cpu_seconds
+        total = seeds * (len(args.formats) * len(OURS) + len(args.peers))
+        with tqdm(total=total, desc=label, unit="run") as bar:
             for seed in range(seeds):
-                target_active = None
-                for method in METHODS:
-                    result = train_method(
-                        method, comparison.dataset, comparison.test_set,
-                        epochs=settings.epochs, batch_size=settings.batch_size, seed=seed,
-                        target_active=target_active,
-                        **comparison.options(method, run=str(seed)),
-                    )  # fmt: skip
-                    if method == "ours_is_prune":
-                        target_active = result.series("active")
-                    runs[method].append(result)
+                for peer in args.peers:
+                    peer_runs[peer].append(arms.peer(peer, seed, args.epochs))
                     bar.update(1)
-        where = comparison.where
-    return {"label": label, "where": where, "seeds": seeds, "methods": compare_methods(runs)}
+                for fmt in args.formats:
+                    for method in OURS:
+                        runs[fmt].setdefault(method, []).append(
+                            arms.ours(fmt, method, seed, args.epochs)
+                        )
+                        bar.update(1)
+        endpoint_cpu = s3.stats().cpu_seconds - cpu_before
+    summaries = {}
+    for fmt in args.formats:
+        every = {**runs[fmt], **peer_runs}
+        uniform = [m for m in every if m.startswith("uniform") or m in PEERS]
+        best = min(
+            uniform, key=lambda m: np.mean([r.epochs[-1]["train_seconds"] for r in every[m]])
+        )
+        summaries[fmt] = {"baseline": best, "methods": compare_methods(every, baseline=best)}
+    return {
+        "label": label,
+        "endpoint": {
+            "latency_ms": model.latency_ms,
+            "bandwidth_mb_s": model.bandwidth_mb_s,
+            "concurrency": model.concurrency,
+        },
+        "endpoint_ceiling": ceiling,
+        "endpoint_cpu_seconds": endpoint_cpu,
+        "cache_budget_bytes": arms.budget,
+        "seeds": seeds,
+        "epochs": args.epochs,
+        "step_ms": args.step_ms,
+        "formats": summaries,
+    }
 
 
-def markdown(summaries: list[dict]) -> str:
+def headline(point: dict) -> dict:
+    """The JSON line's figures of one endpoint point, per format."""
+    out = {}
+    for fmt, s in point["formats"].items():
+        m = s["methods"]
+        seconds = {name: m[name]["epoch_seconds"] for name in m}
+        ratio = m["ours_is_prune"]["time_to_baseline_acc_ratio"]
+        peers = {p: seconds[p] for p in PEERS if p in m}
+        out[fmt] = {
+            "baseline": s["baseline"],
+            "uniform_stream_s": seconds["uniform_stream"],
+            "uniform_cached_s": seconds["uniform_cached"],
+            "peer_s": peers,
+            "is_s": seconds["ours_is"],
+            "is_prune_s": seconds["ours_is_prune"],
+            "time_to_uniform_acc_ratio": ratio[0],
+            "ratio_ci_low": ratio[1],
+            "ratio_ci_high": ratio[2],
+            "reached": m["ours_is_prune"]["reached_baseline_acc"],
+            "acc": {name: m[name]["acc_equal_steps"] for name in m},
+            # rows per second in the epochs after the first: the same rows, so the ratio
+            # of seconds per epoch, inverted
+            "rows_per_s_vs_best_peer": (
+                min(peers.values()) / seconds["ours_is"] if peers else math.nan
+            ),
+            "bytes_total": {name: m[name]["bytes_total"] for name in m},
+            "gets_total": {name: m[name]["gets_total"] for name in m},
+            "bytes_per_epoch": {name: m[name]["bytes_per_epoch"] for name in m},
+            "data_wait_share": {name: m[name]["data_wait_share"] for name in m},
+            "cache_hit_rate": m["ours_is"]["cache_hit_rate"],
+        }
+    return out
+
+
+def markdown(point: dict) -> str:
     columns = [
+        ("MB total", lambda m: f"{m['bytes_total'] / 1e6:.0f}"),
         ("MB / epoch", lambda m: f"{m['bytes_per_epoch'] / 1e6:.1f}"),
         ("GETs / epoch", lambda m: f"{m['requests_per_epoch']:.0f}"),
+        ("data wait", lambda m: f"{m['data_wait_share']:.0%}"),
         ("cache hits", lambda m: f"{m['cache_hit_rate']:.0%}"),
         ("pruned", lambda m: f"{m['pruned_share']:.0%}"),
     ]
+    e = point["endpoint"]
     lines = []
-    for s in summaries:
-        heading = f"### {s['label']}: {s['where']} ({s['seeds']} seeds, paired 95% intervals)"
+    for fmt, s in point["formats"].items():
+        heading = (
+            f"### {FORMATS[fmt]}: {e['latency_ms']:g} ms, {e['bandwidth_mb_s']:g} MB/s total, "
+            f"{e['concurrency']} concurrent; cache {point['cache_budget_bytes'] / 1e6:.0f} MB "
+            f"for every caching arm; step +{point['step_ms']:g} ms ({point['seeds']} seeds, "
+            f"paired 95% intervals; baseline: {s['baseline']})"
+        )
         lines += methods_markdown(heading, s["methods"], columns)
     return "\n".join(lines)
 
@@ -83,59 +260,57 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-size", type=int, default=30000)
-    parser.add_argument("--wds-seeds", type=int, default=2)
+    parser.add_argument("--formats", default="parquet,webdataset")
+    parser.add_argument("--peers", default=",".join(PEERS))
     parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--bandwidth-mbps", type=float, default=100.0)
+    parser.add_argument("--bandwidth-mb-s", type=float, default=25.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--cache-fraction", type=float, default=0.5)
+    parser.add_argument("--step-ms", type=float, default=0.0)
+    parser.add_argument("--second-point", default="5,100", help="LATENCY_MS,MB_S ('' skips)")
+    parser.add_argument("--second-point-seeds", type=int, default=2)
     parser.add_argument("--data", default=str(OUT / "data" / "remote"))
+    parser.add_argument("--output", default="remote")
     args = parser.parse_args()
+    args.formats = [f for f in args.formats.split(",") if f]
+    args.peers = [p for p in args.peers.split(",") if p]
     import ray
 
     start_ray()
     OUT.mkdir(parents=True, exist_ok=True)
-    common = {"epochs": args.epochs, "train_size": args.train_size, "latency_ms": args.latency_ms,
-              "bandwidth_mbps": args.bandwidth_mbps}  # fmt: skip
-    parquet = run(DemoSettings(output=args.data, **common), args.seeds, "Parquet")
-    summaries = [parquet]
-    if args.wds_seeds:
-        tars = DemoSettings(output=args.data + "-wds", format="webdataset", **common)
-        summaries.append(run(tars, args.wds_seeds, "WebDataset"))
-    (OUT / "remote.json").write_text(json.dumps(summaries, indent=1))
-    (OUT / "remote.md").write_text(markdown(summaries))
-    plot_curves(
-        parquet["methods"], f"MNIST-1D from {parquet['where']}", OUT / "remote_mnist1d.png",
-        xlabel="training wall time, loading included (s)",
-    )  # fmt: skip
-    print(markdown(summaries))
-    m = parquet["methods"]
-    prune, uniform = m["ours_is_prune"], m["uniform"]
-    ratio = prune["time_to_baseline_acc_ratio"]
+    model = EndpointModel(args.latency_ms, args.bandwidth_mb_s, args.concurrency)
+    points = [run(args, model, args.seeds, "main point")]
+    if args.second_point:
+        latency, bandwidth = (float(v) for v in args.second_point.split(","))
+        second = EndpointModel(latency, bandwidth, args.concurrency)
+        points.append(run(args, second, args.second_point_seeds, "second point"))
+    for point in points:
+        point["rows"] = args.train_size
+    (OUT / f"{args.output}.json").write_text(json.dumps(points, indent=1))
+    text = "\n".join(markdown(p) for p in points)
+    (OUT / f"{args.output}.md").write_text(text)
+    first = points[0]
+    for fmt, s in first["formats"].items():
+        plot_curves(
+            s["methods"], f"MNIST-1D, {FORMATS[fmt]}, emulated S3 (peers in the same run)",
+            OUT / f"{args.output}_mnist1d_{fmt}.png",
+            xlabel="training wall time, loading included (s)",
+        )  # fmt: skip
+    print(text)
     final = {
         "seeds": args.seeds,
         "epochs": args.epochs,
-        "emulated_latency_ms": args.latency_ms,
-        "emulated_bandwidth_mbps": args.bandwidth_mbps,
-        "uniform_acc": uniform["acc_equal_steps"],
-        "is_acc": m["ours_is"]["acc_equal_steps"],
-        "is_prune_acc": prune["acc_equal_steps"],
-        "time_to_uniform_acc_ratio": ratio[0],
-        "ratio_ci_low": ratio[1],
-        "ratio_ci_high": ratio[2],
-        "reached": prune["reached_baseline_acc"],
-        "acc_at_uniform_time": prune["acc_at_baseline_time"],
-        "bytes_per_epoch_pruned_vs_uniform": prune["bytes_per_epoch"] / uniform["bytes_per_epoch"],
-        "requests_per_epoch_pruned_vs_uniform": (
-            prune["requests_per_epoch"] / uniform["requests_per_epoch"]
-        ),
-        "cache_hit_rate": prune["cache_hit_rate"],
-        "max_plan_staleness": prune["max_plan_staleness"],
+        "step_ms": args.step_ms,
+        "endpoint": first["endpoint"],
+        "endpoint_ceiling_gets_per_s": first["endpoint_ceiling"]["gets_per_s"],
+        "endpoint_cpu_seconds": first["endpoint_cpu_seconds"],
+        "cache_budget_bytes": first["cache_budget_bytes"],
+        "peer_versions": peer_versions(),
+        **headline(first),
     }
-    if len(summaries) > 1:
-        w = summaries[1]["methods"]
-        final["wds_time_to_uniform_acc_ratio"] = w["ours_is_prune"]["time_to_baseline_acc_ratio"][0]
-        final["wds_bytes_per_epoch_pruned_vs_uniform"] = (
-            w["ours_is_prune"]["bytes_per_epoch"] / w["uniform"]["bytes_per_epoch"]
-        )
-    print(json.dumps(final))
+    if len(points) > 1:
+        final["second_point"] = {"endpoint": points[1]["endpoint"], **headline(points[1])}
+    print(json.dumps(finite_or_none(final)))
     ray.shutdown()
 
 

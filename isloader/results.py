@@ -54,6 +54,11 @@ def ratio_ci(
     return math.exp(mean), math.exp(low), math.exp(high)
 
 
+def _total(result: Any, key: str) -> float:
+    """``key`` summed over every epoch of one run (0 where an epoch lacks it)."""
+    return float(sum(e.get(key, 0.0) for e in result.epochs))
+
+
 def compare_methods(runs: dict[str, list[Any]], baseline: str = "uniform") -> dict[str, Any]:
     """Per method, over paired seeds: accuracy at equal steps and its paired interval
     against ``baseline``, the time to reach the baseline's final accuracy as a ratio of
@@ -83,7 +88,15 @@ def compare_methods(runs: dict[str, list[Any]], baseline: str = "uniform") -> di
             )
             for r, b in zip(results, base, strict=True)
         ]
-        sampled = [e for r in results for e in (r.epochs[1:] or r.epochs)]
+        later = [e for r in results for e in (r.epochs[1:] or r.epochs)]
+        remote = any(e.get("endpoint_gets") for r in results for e in r.epochs)
+        nbytes, gets = (
+            ("endpoint_bytes", "endpoint_gets") if remote else ("bytes_fetched", "requests")
+        )
+
+        def mean(key: str, default: float = 0.0, epochs: list = later) -> float:
+            return float(np.mean([e.get(key, default) for e in epochs]))
+
         out[method] = {
             "acc_equal_steps": float(np.mean(final)),
             "acc_delta_vs_baseline": paired_ci(deltas),
@@ -92,19 +105,37 @@ def compare_methods(runs: dict[str, list[Any]], baseline: str = "uniform") -> di
                 if len(finite) == len(results)
                 else (math.nan, math.nan, math.nan)
             ),
+            "time_to_baseline_acc_ratios": ratios,
             "reached_baseline_acc": f"{reached}/{len(results)}",
             "acc_at_baseline_time": float(np.nanmean(at_time)),
             "train_seconds": float(np.mean([r.epochs[-1]["train_seconds"] for r in results])),
-            "epoch_seconds": float(np.mean([e["epoch_seconds"] for e in sampled])),
-            "bytes_per_epoch": float(np.mean([e["bytes_fetched"] for e in sampled])),
-            "requests_per_epoch": float(np.mean([e["requests"] for e in sampled])),
-            "cache_hit_rate": float(np.mean([e["cache_hit_rate"] for e in sampled])),
-            "max_plan_staleness": int(max(e["max_plan_staleness"] for e in sampled)),
-            "staleness_bound": int(max(e["staleness_bound"] for e in sampled)),
-            "max_weight": float(max(e["max_weight"] for e in sampled)),
-            "weight_ess": float(np.mean([e["weight_ess"] for e in sampled])),
-            "steps_weight_over_10": float(np.mean([e["steps_weight_over_10"] for e in sampled])),
-            "pruned_share": float(np.mean([r.epochs[-1]["pruned_share"] for r in results])),
+            "epoch_seconds": mean("epoch_seconds"),
+            "epoch_seconds_by_seed": [
+                float(np.mean([e["epoch_seconds"] for e in (r.epochs[1:] or r.epochs)]))
+                for r in results
+            ],
+            "data_wait_share": float(
+                np.mean(
+                    [_total(r, "data_wait_seconds") / _total(r, "epoch_seconds") for r in results]
+                )
+            ),
+            "bytes_total": float(np.mean([_total(r, nbytes) for r in results])),
+            "gets_total": float(np.mean([_total(r, gets) for r in results])),
+            "bytes_per_epoch": mean(nbytes),
+            "requests_per_epoch": mean(gets),
+            "bytes_by_epoch": [
+                float(np.mean([r.epochs[i].get(nbytes, 0.0) for r in results]))
+                for i in range(len(results[0].epochs))
+            ],
+            "cache_hit_rate": mean("cache_hit_rate"),
+            "max_plan_staleness": int(max(e.get("max_plan_staleness", 0) for e in later)),
+            "staleness_bound": int(max(e.get("staleness_bound", 0) for e in later)),
+            "max_weight": float(max(e.get("max_weight", 1.0) for e in later)),
+            "weight_ess": mean("weight_ess", 1.0),
+            "steps_weight_over_10": mean("steps_weight_over_10"),
+            "pruned_share": float(
+                np.mean([r.epochs[-1].get("pruned_share", 0.0) for r in results])
+            ),
             "curves": [
                 {"seconds": r.series("train_seconds"), "acc": r.series("test_acc")} for r in results
             ],

@@ -12,19 +12,27 @@ def test_demo_from_emulated_s3_produces_the_table_and_the_plots(tmp_path, capsys
     out = tmp_path / "demo"
     code = main(
         ["demo", "--train-size", "1200", "--test-size", "200", "--epochs", "3",
-         "--batch-size", "50", "--row-bytes", "1024", "--output", str(out)]
+         "--batch-size", "50", "--row-bytes", "1024", "--output", str(out), "--methods",
+         "uniform_stream,uniform_cached,ours_is_prune,random_prune"]
     )  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    assert "ours_is_prune" in printed and "S3 emulated: 20 ms/request" in printed
+    assert "ours_is_prune" in printed and "emulated S3 (20 ms/request, 25 MB/s" in printed
     assert "INFO" not in printed  # the screen is the user's: no library's log flood
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["uniform", "ours_is", "ours_is_prune", "random_prune"]
-    for row in rows:
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    methods = ["uniform_stream", "uniform_cached", "ours_is_prune", "random_prune"]
+    assert [r["method"] for r in rows] == methods
+    assert results["cache_budget_bytes"] == int(0.5 * 1200 * 1024)  # the same for every arm
+    for row in rows:  # bytes and GETs counted at the endpoint, every epoch included
         assert 0.0 <= row["acc_equal_steps"] <= 1.0
-        assert row["mb_per_epoch"] > 0 and row["requests_per_epoch"] > 0
-    uniform, prune, random = rows[0], rows[2], rows[3]
-    assert uniform["cache_hit_rate"] == 0 and prune["cache_hit_rate"] > 0
+        assert row["mb_total"] >= row["mb_per_epoch"] > 0 and row["gets_per_epoch"] > 0
+        assert 0.0 < row["data_wait_share"] < 1.0
+    stream, cached, prune, random = rows
+    assert stream["cache_hit_rate"] == 0 and cached["cache_hit_rate"] > 0
+    assert prune["cache_hit_rate"] > 0
+    assert sum(r["baseline"] for r in rows) == 1  # the faster uniform arm
+    assert next(r for r in rows if r["baseline"])["method"].startswith("uniform")
     assert prune["pruned_share"] > 0
     assert random["pruned_share"] == pytest.approx(prune["pruned_share"])  # matched sizes
     assert prune["max_plan_staleness"] <= 8 + 16  # window + prefetch

@@ -1,195 +1,651 @@
-"""An S3 endpoint that costs what object storage costs: moto's S3 server behind a
-proxy that adds a fixed latency to every request and caps each connection's bandwidth.
+"""An object store that costs what object storage costs, for the benchmarks and the demo.
 
-Remote object storage is latency- and bandwidth-bound; moto on loopback is neither.
-Both run in their own processes, so neither shares the trainer's interpreter.
-``EmulatedObjectStore`` starts and stops them; ``python -m isloader.demo.endpoint``
-is the proxy.
+Remote object storage is bound by latency and by bandwidth; a folder on loopback is
+neither. This module is a small S3-compatible server over a local folder
+(``ROOT/<bucket>/<key>``) that charges every request what a real endpoint does, so that
+every loader compared against it pays the same price:
+
+- **latency**: each request waits ``latency_ms`` before its first byte;
+- **one bandwidth budget for the whole endpoint**: every response body passes one
+  token bucket of ``bandwidth_mb_s`` (MB/s, all connections together), in chunks of
+  64 KiB, so concurrent transfers share it fairly and opening more connections buys
+  nothing (an optional ``per_connection_mb_s`` caps each request as well);
+- **a cap on concurrent requests** (``concurrency``): requests beyond it queue;
+- **counters taken at the endpoint**, not from any client's own bookkeeping: requests
+  by kind, GETs, body bytes served, and the server's CPU seconds.
+
+It speaks the part of S3 that fsspec/s3fs, boto3 (Mosaic Streaming, LitData) and plain
+HTTP (WebDataset's ``curl``) use: GetObject with ``Range``, HeadObject, ListObjectsV2,
+PutObject (``aws-chunked`` bodies included), DeleteObject(s), CreateBucket, HeadBucket.
+Signatures are not checked. A second, *direct* listener serves the same folder with no
+charges and no counting, for setting data up and for measuring the server's own ceiling
+(the endpoint must not be the bottleneck it emulates: see ``measure_ceiling``).
+
+``GET /_endpoint/stats`` returns the counters as JSON, ``POST /_endpoint/reset`` zeroes
+them. ``EmulatedObjectStore`` runs the server in its own process;
+``python -m isloader.demo.endpoint ROOT`` runs it in the foreground.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
 import os
-import socket
+import shutil
 import subprocess
 import sys
-import threading
+import tempfile
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from email.utils import formatdate
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
-__all__ = ["EmulatedObjectStore", "serve_proxy"]
+__all__ = ["EndpointModel", "EndpointStats", "EmulatedObjectStore", "serve", "measure_ceiling"]
 
 _CREDENTIALS = {"key": "isloader-demo", "secret": "isloader-demo"}
+_CHUNK = 64 << 10
+_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
-def serve_proxy(
-    upstream: str, latency: float, bandwidth: float, port: int = 0
-) -> ThreadingHTTPServer:
-    """A threaded HTTP proxy to ``upstream``: each request waits ``latency`` seconds, each
-    response is paced at ``bandwidth`` bytes per second per connection (0: no cap)."""
-    target = urlsplit(upstream)
-    local = threading.local()
+@dataclass(frozen=True)
+class EndpointModel:
+    """What one request costs at the emulated endpoint.
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    Args:
+        latency_ms: wait before the first byte of every response (default 20 ms, the
+            order of S3's first-byte latency).
+        bandwidth_mb_s: MB/s (1e6 bytes) shared by every connection (default 25); 0 is
+            unlimited.
+        concurrency: requests served at once; more queue (default 64).
+        per_connection_mb_s: optional cap of each request's own rate (0: none).
+    """
 
-        def log_message(self, *args: object) -> None:
-            pass
+    latency_ms: float = 20.0
+    bandwidth_mb_s: float = 25.0
+    concurrency: int = 64
+    per_connection_mb_s: float = 0.0
 
-        def _upstream(self, body: bytes | None, headers: dict[str, str]) -> Any:
-            for attempt in (0, 1):
-                if attempt or not hasattr(local, "conn"):
-                    local.conn = http.client.HTTPConnection(target.hostname, target.port)
-                try:
-                    local.conn.request(self.command, self.path, body=body, headers=headers)
-                    return local.conn.getresponse()
-                except (http.client.HTTPException, OSError):
-                    if attempt:
-                        raise
-            raise AssertionError("unreachable")
+    def __post_init__(self) -> None:
+        if self.latency_ms < 0 or self.bandwidth_mb_s < 0 or self.per_connection_mb_s < 0:
+            raise ValueError("latency and bandwidths must be >= 0")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
 
-        def _forward(self) -> None:
-            start = time.monotonic()
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-            headers["Host"] = target.netloc
-            reply = self._upstream(body, headers)
-            data = reply.read()
-            pace = len(data) / bandwidth if bandwidth else 0.0
-            time.sleep(max(0.0, latency + pace - (time.monotonic() - start)))
-            self.send_response(reply.status)
-            head = self.command == "HEAD"  # keep the upstream length: it is the object's
-            for key, value in reply.getheaders():
-                skip = ("transfer-encoding", "connection") + (() if head else ("content-length",))
-                if key.lower() not in skip:
-                    self.send_header(key, value)
-            if not head:
-                self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(data)
-
-        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    return server
+    def describe(self) -> str:
+        """One line for reports."""
+        bandwidth = f"{self.bandwidth_mb_s:g} MB/s total" if self.bandwidth_mb_s else "no cap"
+        return f"{self.latency_ms:g} ms/request, {bandwidth}, {self.concurrency} concurrent"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@dataclass
+class EndpointStats:
+    """What the endpoint served since its last reset (counted by the server)."""
+
+    requests: int = 0
+    gets: int = 0
+    heads: int = 0
+    lists: int = 0
+    puts: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    cpu_seconds: float = 0.0  # the server process's CPU time (not reset)
+
+    def minus(self, earlier: EndpointStats) -> EndpointStats:
+        """The difference ``self - earlier`` (what was served in between)."""
+        values = {k: getattr(self, k) - getattr(earlier, k) for k in asdict(self)}
+        return EndpointStats(**values)
 
 
-def _wait_for(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+# -- the server ------------------------------------------------------------------------
+
+
+class _Link:
+    """One shared link: byte transfers reserve time on it in arrival order."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._free_at = 0.0
+
+    def reserve(self, now: float, nbytes: int) -> float:
+        """When ``nbytes`` offered at ``now`` have passed the link."""
+        if not self.rate:
+            return now
+        start = max(now, self._free_at)
+        self._free_at = start + nbytes / self.rate
+        return self._free_at
+
+
+class _Folder:
+    """The objects: ``root/<bucket>/<key>`` files, with S3's view of them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, bucket: str, key: str = "") -> Path:
+        target = (self.root / bucket / key).resolve()
+        base = (self.root / bucket).resolve()
+        if base.parent != self.root.resolve() or (key and base not in target.parents):
+            raise PermissionError(f"{bucket}/{key} leaves the store")
+        return target
+
+    def keys(self, bucket: str) -> list[str]:
+        """Every key of ``bucket``, sorted; walked afresh (files may be placed directly)."""
+        base = self.path(bucket)
+        found = []
+        for folder, _, files in os.walk(base):
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    found.append(os.path.relpath(os.path.join(folder, name), base))
+        return sorted(k.replace(os.sep, "/") for k in found)
+
+
+def _etag(st: os.stat_result) -> str:
+    """Changes whenever the file is rewritten (size, mtime or inode)."""
+    digest = hashlib.md5(f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}".encode()).hexdigest()
+    return f'"{digest}"'
+
+
+def _iso(mtime: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(mtime))
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``[start, end)`` of a ``Range: bytes=...`` header; None for the whole object.
+
+    Raises:
+        ValueError: a range this server cannot satisfy (answered 416).
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip() != "bytes" or "," in spec:
+        raise ValueError(header)
+    first, _, last = spec.strip().partition("-")
+    if not first:
+        start, end = max(0, size - int(last)), size
+    else:
+        start = int(first)
+        end = min(size, int(last) + 1) if last else size
+    if start >= size or end <= start:
+        raise ValueError(header)
+    return start, end
+
+
+def _decode_aws_chunked(body: bytes) -> bytes:
+    """The payload of an ``aws-chunked`` body: ``<hex>[;ext]\\r\\n<data>\\r\\n``... ``0``."""
+    out, pos = bytearray(), 0
+    while True:
+        eol = body.index(b"\r\n", pos)
+        size = int(body[pos:eol].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += body[eol + 2 : eol + 2 + size]
+        pos = eol + 2 + size + 2
+
+
+def _error(status: int, code: str, message: str) -> Any:
+    from aiohttp import web
+
+    text = (
+        f"<?xml version='1.0'?><Error><Code>{code}</Code>"
+        f"<Message>{escape(message)}</Message></Error>"
+    )
+    return web.Response(status=status, text=text, content_type="application/xml")
+
+
+class _Service:
+    """The request handler of one listener (charged and counted, or direct)."""
+
+    def __init__(self, folder: _Folder, model: EndpointModel | None, stats: EndpointStats) -> None:
+        self.folder = folder
+        self.model = model
+        self.stats = stats
+        self._gate = asyncio.Semaphore(model.concurrency) if model else None
+        self._link = _Link(model.bandwidth_mb_s * 1e6 if model else 0.0)
+
+    async def handle(self, request: Any) -> Any:
+        path = request.path
+        if path.startswith("/_endpoint/"):
+            return self._control(request, path)
+        if self._gate is None:
+            return await self._dispatch(request)
+        async with self._gate:
+            self.stats.requests += 1
+            if self.model and self.model.latency_ms:
+                await asyncio.sleep(self.model.latency_ms / 1000)
+            return await self._dispatch(request)
+
+    def _control(self, request: Any, path: str) -> Any:
+        from aiohttp import web
+
+        if path == "/_endpoint/stats":
+            self.stats.cpu_seconds = time.process_time()
+            return web.json_response(asdict(self.stats))
+        if path == "/_endpoint/reset" and request.method == "POST":
+            for name in asdict(self.stats):
+                setattr(self.stats, name, type(getattr(self.stats, name))())
+            return web.json_response({"reset": True})
+        return _error(404, "NoSuchKey", path)
+
+    async def _dispatch(self, request: Any) -> Any:
+        parts = request.path.lstrip("/").split("/", 1)
+        bucket, key = parts[0], (parts[1] if len(parts) > 1 else "")
+        method = request.method
+        try:
+            if not bucket:
+                return self._list_buckets()
+            if not key:
+                return await self._bucket(request, bucket)
+            if method in ("GET", "HEAD"):
+                return await self._get(request, bucket, key, head=method == "HEAD")
+            if method == "PUT":
+                return await self._put(request, bucket, key)
+            if method == "DELETE":
+                self.folder.path(bucket, key).unlink(missing_ok=True)
+                from aiohttp import web
+
+                return web.Response(status=204)
+        except PermissionError as exc:
+            return _error(403, "AccessDenied", str(exc))
+        return _error(501, "NotImplemented", f"{method} {request.path_qs}")
+
+    def _list_buckets(self) -> Any:
+        from aiohttp import web
+
+        names = sorted(p.name for p in self.folder.root.iterdir() if p.is_dir())
+        items = "".join(
+            f"<Bucket><Name>{escape(n)}</Name><CreationDate>{_iso(0)}</CreationDate></Bucket>"
+            for n in names
+        )
+        text = (
+            f"<?xml version='1.0'?><ListAllMyBucketsResult xmlns='{_NS}'>"
+            f"<Owner><ID>emulated</ID></Owner><Buckets>{items}</Buckets></ListAllMyBucketsResult>"
+        )
+        return web.Response(text=text, content_type="application/xml")
+
+    async def _bucket(self, request: Any, bucket: str) -> Any:
+        from aiohttp import web
+
+        base = self.folder.path(bucket)
+        method, query = request.method, request.query
+        if method == "PUT":
+            base.mkdir(parents=True, exist_ok=True)
+            return web.Response(status=200)
+        if not base.is_dir():
+            return _error(404, "NoSuchBucket", bucket)
+        if method == "HEAD":
+            return web.Response(status=200)
+        if method == "POST" and "delete" in query:
+            return await self._delete_many(request, bucket)
+        if method == "GET" and "location" in query:
+            text = f"<?xml version='1.0'?><LocationConstraint xmlns='{_NS}'/>"
+            return web.Response(text=text, content_type="application/xml")
+        if method == "GET":
+            self.stats.lists += 1
+            return self._list(bucket, query)
+        if method == "DELETE":
+            shutil.rmtree(base)
+            return web.Response(status=204)
+        return _error(501, "NotImplemented", f"{method} {request.path_qs}")
+
+    def _list(self, bucket: str, query: Any) -> Any:
+        """ListObjectsV2 (and V1's ``marker``), with prefix, delimiter and pages."""
+        from aiohttp import web
+
+        prefix = query.get("prefix", "")
+        delimiter = query.get("delimiter", "")
+        limit = max(1, min(int(query.get("max-keys", 1000)), 1000))
+        after = query.get("start-after", "") or query.get("marker", "")
+        if token := query.get("continuation-token"):
+            after = max(after, base64.urlsafe_b64decode(token.encode()).decode())
+        keys = [k for k in self.folder.keys(bucket) if k.startswith(prefix) and k > after]
+        contents, prefixes, last = [], [], ""
+        for k in keys:
+            if len(contents) + len(prefixes) >= limit:
+                break
+            rest = k[len(prefix) :]
+            if delimiter and delimiter in rest:
+                common = prefix + rest.split(delimiter, 1)[0] + delimiter
+                if not prefixes or prefixes[-1] != common:
+                    prefixes.append(common)
+                last = k
+                continue
+            st = self.folder.path(bucket, k).stat()
+            contents.append(
+                f"<Contents><Key>{escape(k)}</Key><LastModified>{_iso(st.st_mtime)}"
+                f"</LastModified><ETag>{escape(_etag(st))}</ETag><Size>{st.st_size}</Size>"
+                "<StorageClass>STANDARD</StorageClass></Contents>"
+            )
+            last = k
+        truncated = bool(last) and last != keys[-1] if keys else False
+        if truncated and delimiter and prefixes:
+            # skip the rest of the last common prefix on the next page
+            last = max(last, prefixes[-1] + "\U0010ffff")
+        token = base64.urlsafe_b64encode(last.encode()).decode() if truncated else ""
+        text = (
+            f"<?xml version='1.0'?><ListBucketResult xmlns='{_NS}'><Name>{escape(bucket)}</Name>"
+            f"<Prefix>{escape(prefix)}</Prefix><KeyCount>{len(contents) + len(prefixes)}</KeyCount>"
+            f"<MaxKeys>{limit}</MaxKeys><Delimiter>{escape(delimiter)}</Delimiter>"
+            f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"
+            + (f"<NextContinuationToken>{token}</NextContinuationToken>" if token else "")
+            + "".join(contents)
+            + "".join(
+                f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>" for p in prefixes
+            )
+            + "</ListBucketResult>"
+        )
+        return web.Response(text=text, content_type="application/xml")
+
+    async def _get(self, request: Any, bucket: str, key: str, head: bool) -> Any:
+        from aiohttp import web
+
+        path = self.folder.path(bucket, key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            if head:
+                return web.Response(status=404)
+            return _error(404, "NoSuchKey", key)
+        if not path.is_file():
+            return web.Response(status=404) if head else _error(404, "NoSuchKey", key)
+        headers = {
+            "ETag": _etag(st),
+            "Last-Modified": formatdate(st.st_mtime, usegmt=True),
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
+        if head:
+            self.stats.heads += 1
+            headers["Content-Length"] = str(st.st_size)
+            return web.Response(status=200, headers=headers)
+        self.stats.gets += 1
+        try:
+            span = _parse_range(request.headers.get("Range"), st.st_size)
+        except ValueError:
+            return _error(416, "InvalidRange", request.headers.get("Range", ""))
+        start, end = span if span is not None else (0, st.st_size)
+        with open(path, "rb") as f:
+            data = os.pread(f.fileno(), end - start, start)
+        status = 206 if span is not None else 200
+        if span is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{st.st_size}"
+        headers["Content-Length"] = str(len(data))
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        await self._send(response, data)
+        await response.write_eof()
+        self.stats.bytes_sent += len(data)
+        return response
+
+    async def _send(self, response: Any, data: bytes) -> None:
+        """The body through the shared link (and the request's own cap), chunk by chunk."""
+        loop = asyncio.get_running_loop()
+        own = self.model.per_connection_mb_s * 1e6 if self.model else 0.0
+        own_free = loop.time()
+        view = memoryview(data)
+        for pos in range(0, len(data), _CHUNK) if data else ():
+            chunk = view[pos : pos + _CHUNK]
+            now = loop.time()
+            done = self._link.reserve(now, len(chunk))
+            if own:
+                own_free = max(own_free, now) + len(chunk) / own
+                done = max(done, own_free)
+            if done > now:
+                await asyncio.sleep(done - now)
+            await response.write(chunk)
+
+    async def _put(self, request: Any, bucket: str, key: str) -> Any:
+        from aiohttp import web
+
+        if "uploadId" in request.query or "uploads" in request.query:
+            return _error(501, "NotImplemented", "multipart uploads: use the direct listener")
+        body = await request.read()
+        if "aws-chunked" in request.headers.get("Content-Encoding", "") or request.headers.get(
+            "x-amz-decoded-content-length"
+        ):
+            body = _decode_aws_chunked(body)
+        base = self.folder.path(bucket)
+        if not base.is_dir():
+            return _error(404, "NoSuchBucket", bucket)
+        path = self.folder.path(bucket, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+        tmp.write_bytes(body)
+        os.replace(tmp, path)
+        self.stats.puts += 1
+        self.stats.bytes_received += len(body)
+        return web.Response(status=200, headers={"ETag": _etag(path.stat())})
+
+    async def _delete_many(self, request: Any, bucket: str) -> Any:
+        import re
+
+        from aiohttp import web
+
+        body = (await request.read()).decode()
+        keys = re.findall(r"<Key>(.*?)</Key>", body, flags=re.S)
+        from xml.sax.saxutils import unescape
+
+        deleted = []
+        for key in keys:
+            key = unescape(key)
+            self.folder.path(bucket, key).unlink(missing_ok=True)
+            deleted.append(f"<Deleted><Key>{escape(key)}</Key></Deleted>")
+        text = f"<?xml version='1.0'?><DeleteResult xmlns='{_NS}'>{''.join(deleted)}</DeleteResult>"
+        return web.Response(text=text, content_type="application/xml")
+
+
+async def _serve(root: Path, model: EndpointModel, port: int, direct_port: int) -> None:
+    from aiohttp import web
+
+    folder = _Folder(root)
+    stats = EndpointStats()
+    runner_args = {"access_log": None, "handle_signals": True}
+    sites = []
+    for service, wanted in (
+        (_Service(folder, model, stats), port),
+        (_Service(folder, None, EndpointStats()), direct_port),
+    ):
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", service.handle)
+        runner = web.AppRunner(app, **runner_args)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", wanted, backlog=1024)
+        await site.start()
+        sites.append(runner.addresses[0][1])
+    print(json.dumps({"port": sites[0], "direct_port": sites[1]}), flush=True)
+    await asyncio.Event().wait()
+
+
+def serve(root: str, model: EndpointModel, port: int = 0, direct_port: int = 0) -> None:
+    """Serve ``root`` until interrupted; prints ``{"port": P, "direct_port": D}`` first."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(Path(root), model, port, direct_port))
+
+
+# -- the client side --------------------------------------------------------------------
 
 
 class EmulatedObjectStore:
-    """``with EmulatedObjectStore(latency_ms=20, bandwidth_mbps=200) as s3: ...``
+    """``with EmulatedObjectStore(EndpointModel(20, 25)) as s3: ...``: the server in its
+    own process over ``root`` (a temporary folder by default, removed on exit).
 
-    ``s3.storage_options`` reach the bucket through the proxy (what a loader sees);
-    ``s3.direct_options`` reach moto itself (for uploads, and for measuring the
-    endpoint's own ceiling).
+    ``storage_options`` reach it through the charged listener (what a loader sees),
+    ``direct_options`` through the direct one (uploads, set-up); ``stats()`` and
+    ``reset()`` read and zero the counters; ``env`` holds the variables that point boto3
+    clients (Mosaic Streaming, LitData) at it.
     """
 
-    def __init__(self, *, latency_ms: float = 20.0, bandwidth_mbps: float = 200.0) -> None:
-        self.latency_ms = latency_ms
-        self.bandwidth_mbps = bandwidth_mbps
-        self._procs: list[subprocess.Popen] = []
+    def __init__(self, model: EndpointModel | None = None, *, root: str | None = None) -> None:
+        self.model = model or EndpointModel()
+        self._own_root = root is None
+        self.root = Path(root or tempfile.mkdtemp(prefix="isloader-s3-"))
+        self._proc: subprocess.Popen | None = None
         self.endpoint = self.direct_endpoint = ""
 
     def __enter__(self) -> EmulatedObjectStore:
-        env = {
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": _CREDENTIALS["key"],
-            "AWS_SECRET_ACCESS_KEY": _CREDENTIALS["secret"],
-        }
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+        m = self.model
+        args = [
+            sys.executable, "-m", "isloader.demo.endpoint", str(self.root),
+            "--latency-ms", str(m.latency_ms), "--bandwidth-mb-s", str(m.bandwidth_mb_s),
+            "--concurrency", str(m.concurrency),
+            "--per-connection-mb-s", str(m.per_connection_mb_s),
+        ]  # fmt: skip
+        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         try:
-            moto_port, proxy_port = _free_port(), _free_port()
-            moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
-            self._procs.append(subprocess.Popen(moto, **quiet))
-            _wait_for(moto_port, self._procs[-1])
-            self.direct_endpoint = f"http://127.0.0.1:{moto_port}"
-            proxy = [
-                sys.executable,
-                "-m",
-                "isloader.demo.endpoint",
-                self.direct_endpoint,
-                "--latency-ms",
-                str(self.latency_ms),
-                "--bandwidth-mbps",
-                str(self.bandwidth_mbps),
-                "--port",
-                str(proxy_port),
-            ]
-            self._procs.append(subprocess.Popen(proxy, **quiet))
-            _wait_for(proxy_port, self._procs[-1])
-            self.endpoint = f"http://127.0.0.1:{proxy_port}"
+            assert self._proc.stdout is not None
+            line = self._proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the emulated endpoint exited ({self._proc.wait()})")
+            ports = json.loads(line)
         except BaseException:
             self.__exit__()
             raise
+        self.endpoint = f"http://127.0.0.1:{ports['port']}"
+        self.direct_endpoint = f"http://127.0.0.1:{ports['direct_port']}"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in reversed(self._procs):
-            proc.terminate()
+        if self._proc is not None:
+            self._proc.terminate()
             try:
-                proc.wait(10)
+                self._proc.wait(10)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        self._procs.clear()
+                self._proc.kill()
+                self._proc.wait(10)
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
+            self._proc = None
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @staticmethod
+    def _options(endpoint: str) -> dict[str, Any]:
+        return {
+            **_CREDENTIALS,
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
 
     @property
     def storage_options(self) -> dict[str, Any]:
-        return {
-            **_CREDENTIALS,
-            "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
-        }
+        """fsspec/s3fs options that reach the charged listener."""
+        return self._options(self.endpoint)
 
     @property
     def direct_options(self) -> dict[str, Any]:
+        """fsspec/s3fs options that reach the direct (free, uncounted) listener."""
+        return self._options(self.direct_endpoint)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for boto3- and obstore-based clients (``AWS_ENDPOINT_URL``,
+        ``S3_ENDPOINT_URL``; ``AWS_ALLOW_HTTP``: the endpoint is plain HTTP, as MinIO's
+        often is)."""
         return {
-            **_CREDENTIALS,
-            "client_kwargs": {"endpoint_url": self.direct_endpoint, "region_name": "us-east-1"},
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": _CREDENTIALS["key"],
+            "AWS_SECRET_ACCESS_KEY": _CREDENTIALS["secret"],
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "S3_ENDPOINT_URL": self.endpoint,
         }
 
     def bucket(self, name: str) -> str:
-        """Create bucket ``name``; returns ``s3://name``."""
-        import s3fs
-
-        options = {**_CREDENTIALS, "client_kwargs": {"endpoint_url": self.direct_endpoint}}
-        s3fs.S3FileSystem(**options).mkdir(name)  # us-east-1: no location constraint
+        """Create bucket ``name`` (a folder under the root); returns ``s3://name``."""
+        (self.root / name).mkdir(parents=True, exist_ok=True)
         return f"s3://{name}"
+
+    def http_url(self, uri: str) -> str:
+        """The charged listener's plain HTTP URL of ``s3://bucket/key`` (for ``curl``)."""
+        return f"{self.endpoint}/{uri.removeprefix('s3://')}"
+
+    def local_path(self, uri: str) -> Path:
+        """Where ``s3://bucket/key`` lives on disk (for copying data in without charge)."""
+        return self.root / uri.removeprefix("s3://")
+
+    def stats(self) -> EndpointStats:
+        with urllib.request.urlopen(f"{self.endpoint}/_endpoint/stats", timeout=30) as reply:
+            return EndpointStats(**json.loads(reply.read()))
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.endpoint}/_endpoint/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[list[EndpointStats]]:
+        """``with s3.counting() as got: ...`` then ``got[0]`` is what was served inside."""
+        out: list[EndpointStats] = []
+        before = self.stats()
+        yield out
+        out.append(self.stats().minus(before))
+
+
+def measure_ceiling(
+    s3: EmulatedObjectStore, uri: str, *, seconds: float = 3.0, clients: int = 64
+) -> dict[str, float]:
+    """The server's own ceiling: ranged 4 KiB GETs per second on the direct listener, from
+    ``clients`` concurrent connections of a separate load process, and the server CPU
+    seconds per GET. The emulated cost model is only honest while this stays well
+    above the request rate a loader asks of it."""
+    code = _LOAD_SCRIPT.format(
+        url=f"{s3.direct_endpoint}/{uri.removeprefix('s3://')}",
+        seconds=seconds,
+        clients=clients,
+    )
+    before = s3.stats().cpu_seconds
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    cpu = s3.stats().cpu_seconds - before
+    done, wall = json.loads(out.stdout)
+    return {"gets_per_s": done / wall, "server_cpu_ms_per_get": 1e3 * cpu / max(done, 1)}
+
+
+_LOAD_SCRIPT = """
+import asyncio, json, random, time, aiohttp
+async def main():
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit={clients})) as s:
+        async with s.head("{url}") as r:
+            size = int(r.headers["Content-Length"])
+        done, start = 0, time.perf_counter()
+        async def worker():
+            nonlocal done
+            while time.perf_counter() - start < {seconds}:
+                a = random.randrange(0, max(1, size - 4096))
+                async with s.get("{url}", headers={{"Range": f"bytes={{a}}-{{a + 4095}}"}}) as r:
+                    await r.read()
+                done += 1
+        await asyncio.gather(*[worker() for _ in range({clients})])
+        print(json.dumps([done, time.perf_counter() - start]))
+asyncio.run(main())
+"""
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="the latency and bandwidth proxy")
-    parser.add_argument("upstream")
+    parser = argparse.ArgumentParser(description="an emulated S3 endpoint over a folder")
+    parser.add_argument("root")
     parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--bandwidth-mbps", type=float, default=0.0, help="per connection")
+    parser.add_argument("--bandwidth-mb-s", type=float, default=25.0, help="total, MB/s")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--per-connection-mb-s", type=float, default=0.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--direct-port", type=int, default=0)
     args = parser.parse_args()
-    server = serve_proxy(
-        args.upstream, args.latency_ms / 1000, args.bandwidth_mbps * 1e6 / 8, args.port
+    model = EndpointModel(
+        args.latency_ms, args.bandwidth_mb_s, args.concurrency, args.per_connection_mb_s
     )
-    server.serve_forever()
+    serve(args.root, model, args.port, args.direct_port)
 
 
 if __name__ == "__main__":

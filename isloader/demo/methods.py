@@ -1,6 +1,9 @@
 """The compared methods: the paper's, its baselines, and the size-matched random pruning.
 
-- ``uniform``: a shuffled streaming pass per epoch (what a streaming loader does);
+- ``uniform``: a shuffled streaming pass per epoch (what a streaming loader does); on
+  remote data it runs twice: ``uniform_stream`` with no cache (what WebDataset and Ray
+  Data do by default) and ``uniform_cached`` through the same cache, with the same
+  budget, as the importance-sampling methods;
 - ``loss_is``: importance sampling on the loss (the paper's Loss-IS);
 - ``ours_is``: importance sampling on the output-gradient norm (Eq. 7);
 - ``ours_is_prune``: the same plus online pruning (Alg. 2, K = 2 every 2 epochs);
@@ -17,10 +20,15 @@ import torch
 
 from isloader.store.api import ImportanceStore
 
-__all__ = ["METHODS", "loader_options", "random_prune"]
+__all__ = ["METHODS", "UNIFORM", "CACHELESS", "loader_options", "random_prune"]
+
+UNIFORM = ("uniform", "uniform_stream", "uniform_cached")  # the baselines
+CACHELESS = ("uniform_stream",)  # remote methods that read with no cache at all
 
 METHODS: dict[str, dict[str, Any]] = {
     "uniform": {"sampling": "uniform"},
+    "uniform_stream": {"sampling": "uniform"},
+    "uniform_cached": {"sampling": "uniform"},
     "loss_is": {"sampling": "importance", "metric": "loss"},
     "ours_is": {"sampling": "importance"},
     "ours_is_prune": {"sampling": "importance", "prune_every": 2, "prune_k": 2.0},

@@ -8,24 +8,37 @@ from typing import Any
 
 import numpy as np
 
+from isloader.demo.methods import UNIFORM
 from isloader.demo.train import RunResult
 from isloader.results import time_to_target, value_at_time
 
-__all__ = ["summarize", "print_table", "plot"]
+__all__ = ["baseline_of", "summarize", "print_table", "plot"]
+
+
+def baseline_of(results: list[RunResult]) -> RunResult:
+    """The better uniform run (the fastest of the uniform baselines), else the first."""
+    uniform = [r for r in results if r.method in UNIFORM]
+    return min(uniform, key=lambda r: r.epochs[-1]["train_seconds"]) if uniform else results[0]
 
 
 def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
-    """One row per method: at equal steps (the last epoch), against uniform's time and
-    final accuracy, and what loading cost per epoch."""
-    uniform = next((r for r in results if r.method == "uniform"), results[0])
-    target, budget = uniform.epochs[-1]["test_acc"], uniform.epochs[-1]["train_seconds"]
+    """One row per method: at equal steps (the last epoch), against the better uniform
+    run's time and final accuracy, and what loading cost (bytes and GETs counted at the
+    endpoint where there is one, over every epoch and per epoch after the first)."""
+    base = baseline_of(results)
+    target, budget = base.epochs[-1]["test_acc"], base.epochs[-1]["train_seconds"]
     rows = []
     for r in results:
-        last, sampled = r.epochs[-1], r.epochs[1:] or r.epochs
+        last, later = r.epochs[-1], r.epochs[1:] or r.epochs
+        remote = any(e["endpoint_gets"] for e in r.epochs)
+        nbytes = "endpoint_bytes" if remote else "bytes_fetched"
+        gets = "endpoint_gets" if remote else "requests"
         reach = time_to_target(r.series("train_seconds"), r.series("test_acc"), target)
+        wall = sum(e["epoch_seconds"] for e in r.epochs)
         rows.append(
             {
                 "method": r.method,
+                "baseline": r is base,
                 "acc_equal_steps": last["test_acc"],
                 "loss_equal_steps": last["test_loss"],
                 "time_to_uniform_acc_ratio": reach / budget if math.isfinite(reach) else math.nan,
@@ -33,13 +46,15 @@ def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
                     r.series("train_seconds"), r.series("test_acc"), budget
                 ),
                 "train_seconds": last["train_seconds"],
-                "epoch_seconds": float(np.mean([e["epoch_seconds"] for e in sampled])),
-                "mb_per_epoch": float(np.mean([e["bytes_fetched"] for e in sampled])) / 1e6,
-                "requests_per_epoch": float(np.mean([e["requests"] for e in sampled])),
-                "cache_hit_rate": float(np.mean([e["cache_hit_rate"] for e in sampled])),
-                "max_plan_staleness": max(e["max_plan_staleness"] for e in r.epochs),
-                "max_weight": max(e["max_weight"] for e in r.epochs),
-                "pruned_share": last["pruned_share"],
+                "epoch_seconds": float(np.mean([e["epoch_seconds"] for e in later])),
+                "mb_total": sum(e.get(nbytes, 0.0) for e in r.epochs) / 1e6,
+                "mb_per_epoch": float(np.mean([e.get(nbytes, 0.0) for e in later])) / 1e6,
+                "gets_per_epoch": float(np.mean([e.get(gets, 0.0) for e in later])),
+                "data_wait_share": sum(e["data_wait_seconds"] for e in r.epochs) / wall,
+                "cache_hit_rate": float(np.mean([e.get("cache_hit_rate", 0.0) for e in later])),
+                "max_plan_staleness": max(e.get("max_plan_staleness", 0) for e in r.epochs),
+                "max_weight": max(e.get("max_weight", 1.0) for e in r.epochs),
+                "pruned_share": last.get("pruned_share", 0.0),
             }
         )
     return rows
@@ -52,8 +67,10 @@ _COLUMNS = {
     "acc_at_uniform_time": ("acc @ uniform time", "{:.4f}"),
     "train_seconds": ("train s", "{:.1f}"),
     "epoch_seconds": ("s / epoch", "{:.2f}"),
+    "mb_total": ("MB total", "{:.0f}"),
     "mb_per_epoch": ("MB / epoch", "{:.1f}"),
-    "requests_per_epoch": ("GETs / epoch", "{:.0f}"),
+    "gets_per_epoch": ("GETs / epoch", "{:.0f}"),
+    "data_wait_share": ("data wait", "{:.0%}"),
     "cache_hit_rate": ("cache hits", "{:.0%}"),
     "max_plan_staleness": ("staleness", "{}"),
     "max_weight": ("max w", "{:.1f}"),
@@ -71,12 +88,16 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for header, _ in _COLUMNS.values():
-        table.add_column(header, justify="right")
+    table = Table(title=title, caption="* the baseline: the faster uniform run")
+    for key, (header, _) in _COLUMNS.items():
+        wide = key == "method"
+        table.add_column(header, justify="left" if wide else "right", no_wrap=wide)
     for row in rows:
-        table.add_row(*(_cell(row[key], fmt) for key, (_, fmt) in _COLUMNS.items()))
-    Console(width=170).print(table)
+        cells = [_cell(row[key], fmt) for key, (_, fmt) in _COLUMNS.items()]
+        if row.get("baseline"):
+            cells[0] += " *"
+        table.add_row(*cells)
+    Console(width=200).print(table)
 
 
 def plot(results: list[RunResult], directory: Path, title: str) -> list[Path]:
@@ -114,7 +135,8 @@ def plot(results: list[RunResult], directory: Path, title: str) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
-        ax.plot(r.series("epoch"), r.series("active"), marker="o", label=r.method)
+        if "active" in r.epochs[0]:
+            ax.plot(r.series("epoch"), r.series("active"), marker="o", label=r.method)
     ax.set(xlabel="epoch", ylabel="active samples", title="active set size")
     ax.legend()
     paths.append(directory / "active_set.png")

@@ -23,19 +23,25 @@ class DemoSettings(BaseModel):
     test_size: int = Field(10000, ge=100)
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(128, ge=1)
-    methods: str = Field("uniform,ours_is,ours_is_prune,random_prune")
+    methods: str = Field("uniform_stream,uniform_cached,ours_is,ours_is_prune")
     seed: int = 0
     row_bytes: int = Field(4096, ge=0, description="bytes per stored row (emulated S3)")
-    latency_ms: float = Field(20.0, ge=0, description="added to every S3 request")
-    bandwidth_mbps: float = Field(100.0, ge=0, description="per connection, 0: no cap")
-    cache_fraction: float = Field(0.5, gt=0, le=1, description="disk cache / dataset bytes")
-    memory_mb: int = Field(16, ge=0, description="memory tier per reader process")
+    latency_ms: float = Field(20.0, ge=0, description="before every S3 response")
+    bandwidth_mb_s: float = Field(25.0, ge=0, description="MB/s shared by all connections")
+    concurrency: int = Field(64, ge=1, description="S3 requests served at once")
+    cache_fraction: float = Field(
+        0.5, gt=0, le=1, description="cache budget / the rows' bytes, every cached method"
+    )
+    step_ms: float = Field(0.0, ge=0, description="emulated accelerator time per step")
     format: str = Field("parquet", pattern="^(parquet|webdataset)$", description="shard format")
 
     def method_list(self) -> list[str]:
         from isloader.demo.methods import METHODS  # torch: only when a demo runs
 
         methods = [m for m in self.methods.split(",") if m]
+        if self.local or self.dataset:  # no endpoint, no cache: one uniform baseline
+            methods = list(dict.fromkeys("uniform" if m.startswith("uniform") else m
+                                         for m in methods))  # fmt: skip
         unknown = set(methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {sorted(METHODS)}")
