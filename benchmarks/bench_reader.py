@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report
 
 from isloader import ImportanceTable, ShardCatalog, ShardReader, TableConfig
-from isloader.demo.endpoint import EmulatedObjectStore, EndpointModel, measure_ceiling
+from isloader.demo.endpoint import EmulatedObjectStore
 from isloader.pipeline.plan import units_per_window
 from isloader.pipeline.runtime import start_ray
 
