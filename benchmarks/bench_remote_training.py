@@ -41,7 +41,7 @@ from _common import finite_or_none, methods_markdown, plot_curves
 from peers import PEERS, PeerLoader, peer_versions, write_peer_data
 
 from isloader.data.catalog import ShardCatalog
-from isloader.demo.data import decode_npy, decode_raw, make_mnist1d, publish
+from isloader.demo.data import DEMO_FORMATS, decode_raw, make_mnist1d, publish
 from isloader.demo.endpoint import EmulatedObjectStore, EndpointModel, measure_ceiling
 from isloader.demo.methods import CACHELESS
 from isloader.demo.train import RunResult, train_loop, train_method
@@ -107,10 +107,9 @@ class Arms:
         }
 
     def ours(self, fmt: str, method: str, seed: int, epochs: int) -> RunResult:
-        tar = fmt == "webdataset"
-        options = {"storage_options": self.s3.storage_options,
-                   "transform": decode_npy if tar else decode_raw,
-                   "columns": ["npy", "cls"] if tar else ["raw", "y"]}  # fmt: skip
+        spec = DEMO_FORMATS[fmt]
+        options = {"storage_options": self.s3.storage_options, "transform": spec.decode,
+                   "columns": list(spec.columns)}  # fmt: skip
         if method in CACHELESS:
             options |= {"cache_dir": "", "memory_bytes": 0}
         else:

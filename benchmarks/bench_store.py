@@ -3,8 +3,11 @@
 One client, B indices + B values (raw little-endian bytes) per call. The echo server
 takes the same request message and answers the same response type with no work in
 between, so ``ratio = update_rps / echo_rps`` says what the store logic costs on
-top of gRPC itself. The in-process row is the table alone, on fresh random indices.
-Both servers run in a child process each, one at a time.
+top of gRPC itself. The deployed store always has its write-ahead log, so the shard
+runs twice: as deployed, every update logged and fsynced before it is acknowledged
+(``ratio_wal``), and without the log (``ratio``: the store logic alone). The
+in-process row is the table alone, on fresh random indices. Each server runs in a
+child process of its own, one at a time.
 Run: ``python benchmarks/bench_store.py [--batch 1024] [--calls 3000]``.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,17 +50,18 @@ def _serve_echo(port_out: mp.Queue, stop: mp.Event) -> None:
     server.stop(0)
 
 
-def _serve_store(port_out: mp.Queue, stop: mp.Event) -> None:
-    server = StoreServer(StoreSettings(num_samples=N, port=0, alpha=0.2)).start()
+def _serve_store(port_out: mp.Queue, stop: mp.Event, wal_dir: str | None = None) -> None:
+    settings = StoreSettings(num_samples=N, port=0, alpha=0.2, wal_dir=wal_dir)
+    server = StoreServer(settings).start()
     port_out.put(server.port)
     stop.wait()
     server.stop(0)
 
 
-def _in_child(target) -> tuple[mp.Process, mp.Event, str]:
+def _in_child(target, *args) -> tuple[mp.Process, mp.Event, str]:
     ctx = mp.get_context("spawn")
     queue, stop = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=target, args=(queue, stop), daemon=True)
+    proc = ctx.Process(target=target, args=(queue, stop, *args), daemon=True)
     proc.start()
     return proc, stop, f"127.0.0.1:{queue.get(timeout=60)}"
 
@@ -87,9 +92,6 @@ def main() -> None:
     stop.set()
     proc.join()
 
-    proc, stop, address = _in_child(_serve_store)
-    channel = grpc.insecure_channel(address)
-    stub = store_pb2_grpc.ImportanceStoreStub(channel)
     seq = iter(range(1, 10**9))
     fresh = [
         pb.UpdateRequest(
@@ -99,20 +101,28 @@ def main() -> None:
         )
         for _ in range(64)
     ]
+    with tempfile.TemporaryDirectory(prefix="isloader-bench-wal-") as wal:
+        for name, wal_dir in (("update", None), ("update_wal", wal)):
+            proc, stop, address = _in_child(_serve_store, wal_dir)
+            channel = grpc.insecure_channel(address)
+            stub = store_pb2_grpc.ImportanceStoreStub(channel)
 
-    def update() -> None:
-        step = next(seq)
-        message = fresh[step % len(fresh)]
-        message.seq = step
-        stub.Update(message)
+            def update(stub=stub) -> None:
+                step = next(seq)
+                message = fresh[step % len(fresh)]
+                message.seq = step
+                stub.Update(message)
 
-    results["update"] = time_calls(update, args.calls, warmup=50)
-    results["sample"] = time_calls(
-        lambda: stub.Sample(pb.SampleRequest(count=args.batch, seed=next(seq))), args.calls // 2
-    )
-    channel.close()
-    stop.set()
-    proc.join()
+            results[name] = time_calls(update, args.calls, warmup=50)
+            if wal_dir is None:
+                results["sample"] = time_calls(
+                    lambda stub=stub: stub.Sample(pb.SampleRequest(count=args.batch,
+                                                                   seed=next(seq))),
+                    args.calls // 2,
+                )  # fmt: skip
+            channel.close()
+            stop.set()
+            proc.join()
 
     table = ImportanceTable(TableConfig(0, N, alpha=0.2))
     batches = iter(rng.integers(0, N, (args.calls + 10, args.batch)))
@@ -127,17 +137,21 @@ def main() -> None:
                 "p99_ms": float(np.percentile(seconds, 99) * 1e3),
             }
         )
-    update_rps, echo_rps = rows[1]["calls_per_s"], rows[0]["calls_per_s"]
+    by_name = {row["path"]: row for row in rows}
+    echo_rps = by_name["echo"]["calls_per_s"]
     report(
         rows,
         {
             "batch": args.batch,
-            "update_rps": update_rps,
+            "update_rps": by_name["update"]["calls_per_s"],
+            "update_wal_rps": by_name["update_wal"]["calls_per_s"],
             "echo_rps": echo_rps,
-            "ratio": update_rps / echo_rps,
-            "p99_ms": rows[1]["p99_ms"],
-            "sample_rps": rows[2]["calls_per_s"],
-            "in_process_rps": rows[3]["calls_per_s"],
+            "ratio": by_name["update"]["calls_per_s"] / echo_rps,
+            "ratio_wal": by_name["update_wal"]["calls_per_s"] / echo_rps,
+            "p99_ms": by_name["update"]["p99_ms"],
+            "p99_wal_ms": by_name["update_wal"]["p99_ms"],
+            "sample_rps": by_name["sample"]["calls_per_s"],
+            "in_process_rps": by_name["in_process"]["calls_per_s"],
         },
     )
 

@@ -118,29 +118,51 @@ def _cmd_store_reshard(args: argparse.Namespace) -> int:
 def _add_index(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="list and index the shards under URI")
     p.add_argument("uri", help="directory or prefix holding the shards (any fsspec URI)")
-    p.add_argument("--format", choices=["parquet", "webdataset"], default=None)
+    p.add_argument("--format", default=None, help="parquet or webdataset (default: by suffix)")
     p.add_argument("--output", default=None, help="where to write the index (default: beside)")
+    p.add_argument("--columns", default=None, help="columns a trainer reads (for the estimate)")
     p.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_index)
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from isloader.data.catalog import ShardCatalog
+    from isloader.data.fetch import RangeFetcher
 
     catalog = ShardCatalog.build(
         args.uri, format=args.format, storage_options=_storage_options(args.storage_option)
     )
     path = catalog.save(args.output)
-    print(json.dumps({"index": path, "shards": len(catalog.shards), "samples": len(catalog)}))
+    columns = args.columns.split(",") if args.columns else None
+    fetcher = RangeFetcher(catalog)
+    try:
+        cost = catalog.codec.amplification(catalog, fetcher, columns)
+    finally:
+        fetcher.close()
+    for note in catalog.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(
+        f"a sampled row costs about {cost.bytes_per_sampled_row:,.0f} bytes fetched for "
+        f"{cost.bytes_per_row:,.0f} stored ({cost.ratio:.1f}x, read by {cost.granularity})",
+        file=sys.stderr,
+    )
+    if cost.advice:
+        print(f"advice: {cost.advice}", file=sys.stderr)
+    summary = {"index": path, "shards": len(catalog.shards), "samples": len(catalog)}
+    summary |= {"read_amplification": round(cost.ratio, 3), "granularity": cost.granularity}
+    print(json.dumps(summary))
     return 0
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="rewrite Parquet data into small-row-group shards")
+    p = sub.add_parser(
+        "convert", help="rewrite Parquet data for sampled reads (small pages, page index)"
+    )
     p.add_argument("src", help="Parquet file or directory (any fsspec URI)")
     p.add_argument("dst", help="output directory (any fsspec URI)")
-    p.add_argument("--rows-per-group", type=int, default=256)
+    p.add_argument("--rows-per-group", type=int, default=1024)
     p.add_argument("--rows-per-shard", type=int, default=65536)
+    p.add_argument("--page-bytes", type=int, default=1024, help="target data page size")
     p.add_argument(
         "--shuffle-rows",
         action="store_true",
@@ -161,6 +183,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         rows_per_shard=args.rows_per_shard,
         shuffle_rows=args.shuffle_rows,
         seed=args.seed,
+        page_bytes=args.page_bytes,
         storage_options=_storage_options(args.storage_option),
     )
     print(json.dumps({"shards": len(catalog.shards), "samples": len(catalog)}))

@@ -16,6 +16,7 @@ __all__ = [
     "StoreUnavailableError",
     "StoreNotWritableError",
     "RequestInProgressError",
+    "RequestTooOldError",
     "UnknownLayoutError",
     "SnapshotError",
     "SnapshotMismatchError",
@@ -58,6 +59,12 @@ class StoreNotWritableError(StoreUnavailableError):
 class RequestInProgressError(StoreUnavailableError):
     """The same ``(client_id, seq)`` is still being logged: retry after a moment (the
     first attempt either completes, and the retry is a duplicate, or fails)."""
+
+
+class RequestTooOldError(IsloaderError, LookupError):
+    """A ``(client_id, seq)`` so far below the client's newest request that the store
+    can no longer tell whether it was applied: nothing is applied (the client has sent
+    more than the store's request window since; it should not retry it blindly)."""
 
 
 class UnknownLayoutError(IsloaderError, LookupError):

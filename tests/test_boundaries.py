@@ -46,3 +46,35 @@ def test_generated_protobuf_code_is_current() -> None:
     for name, text in gen_proto.generate().items():
         committed = (ROOT / "isloader" / "_proto" / name).read_text()
         assert committed == text, f"isloader/_proto/{name} is stale: run `make proto`"
+
+
+def _loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:
+    code = f"import sys; {statement}; print(','.join(m for m in {modules!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return [m for m in result.stdout.strip().split(",") if m]
+
+
+def test_the_store_client_does_not_carry_the_server() -> None:
+    heavy = ("isloader.store.shard", "isloader.store.wal", "isloader.store.snapshot",
+             "isloader.store.service", "prometheus_client")  # fmt: skip
+    assert _loaded_after("import isloader.store.client", heavy) == []
+
+
+def test_the_data_plane_imports_neither_ray_nor_the_store() -> None:
+    assert _loaded_after("import isloader.data.reader", ("ray", "isloader.store")) == []
+
+
+def test_no_code_outside_the_formats_asks_which_format_it_has() -> None:
+    import re
+
+    pattern = re.compile(r"""(format|fmt)\s*[!=]=|[!=]=\s*["'](parquet|webdataset)["']""")
+    formats = ROOT / "isloader" / "data" / "formats"
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in (ROOT / "isloader").rglob("*.py")
+        if formats not in path.parents
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert found == []

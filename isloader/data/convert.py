@@ -1,15 +1,23 @@
-"""``isloader convert``: rewrite Parquet data into shards of small row groups.
+"""``isloader convert``: rewrite Parquet data into shards laid out for sampled reads.
 
-A row group is the smallest unit pyarrow can read, so its size sets the read
-amplification of a sampled read: one sampled row costs its whole row group (of the
-requested columns). Smaller groups fetch less per sample but add per-group metadata
-and lower sequential throughput; 128-1024 rows is a good range for ~1 KB rows.
+A sampled row costs the data pages that hold it (docs/architecture.md, "Reading at
+streaming speed"), so the layout decides the read amplification:
 
-``shuffle_rows`` also puts the rows in a uniformly random order, once: data sorted
-by class or by source makes every row group a biased slice, which locality-aware
-draws cannot use safely. It is a two-pass shuffle with bounded memory: rows go to
-random buckets of about ``rows_per_shard`` rows (temporary files beside the
-output), then each bucket is permuted in memory and written as one shard.
+- **small data pages** (``page_bytes``, default 1 KiB, cut after every value): a wide
+  value (an image, a blob) is a page of its own; narrow columns (labels) get pages of
+  many rows, and readers fetch their chunks whole and keep them;
+- **the page index** (``write_page_index``): where every page starts and which row it
+  begins with, so a reader finds a row's page without reading the chunk;
+- **no dictionary and no statistics on wide columns**: a dictionary page would be the
+  whole chunk, and min/max statistics would copy wide values into the page headers and
+  the footer;
+- row groups of ``rows_per_group`` rows are the units a streaming pass reads whole.
+
+``shuffle_rows`` also puts the rows in a uniformly random order, once: data sorted by
+class or by source makes every row group a biased slice, which locality-aware draws
+cannot use safely. It is a two-pass shuffle with bounded memory: rows go to random
+buckets of about ``rows_per_shard`` rows (temporary files beside the output), then each
+bucket is permuted in memory and written as one shard.
 """
 
 from __future__ import annotations
@@ -24,44 +32,70 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from isloader.data.catalog import ShardCatalog
+from isloader.data.formats.parquet import NARROW_BYTES
 from isloader.errors import InvalidArgumentError
 
-__all__ = ["convert_parquet"]
+__all__ = ["convert_parquet", "writer_options"]
 
 
 def convert_parquet(
     src: str,
     dst: str,
     *,
-    rows_per_group: int = 256,
+    rows_per_group: int = 1024,
     rows_per_shard: int = 65536,
     shuffle_rows: bool = False,
     seed: int = 0,
+    page_bytes: int = 1024,
     storage_options: dict[str, Any] | None = None,
 ) -> ShardCatalog:
     """Rewrite ``src`` into ``dst/part-00000.parquet, ...`` and index the result.
 
     Raises:
-        InvalidArgumentError: group and shard sizes that do not fit together.
+        InvalidArgumentError: group, shard or page sizes that do not fit together.
     """
     if rows_per_group < 1 or rows_per_shard < rows_per_group:
         raise InvalidArgumentError("need 1 <= --rows-per-group <= --rows-per-shard")
+    if page_bytes < 64:
+        raise InvalidArgumentError(f"--page-bytes must be >= 64, got {page_bytes}")
     options = storage_options or {}
     src_fs, src_path = fsspec.core.url_to_fs(src, **options)
     dst_fs, dst_path = fsspec.core.url_to_fs(dst, **options)
     dst_fs.makedirs(dst_path, exist_ok=True)
     dataset = ds.dataset(src_path, filesystem=src_fs, format="parquet")
+    options = writer_options(dataset.head(min(1024, dataset.count_rows())), page_bytes)
     if shuffle_rows:
-        _shuffled(dataset, dst_fs, dst_path.rstrip("/"), rows_per_group, rows_per_shard, seed)
+        _shuffled(
+            dataset, dst_fs, dst_path.rstrip("/"), rows_per_group, rows_per_shard, seed, options
+        )
     else:
-        _resharded(dataset, dst_fs, dst_path.rstrip("/"), rows_per_group, rows_per_shard)
+        _resharded(dataset, dst_fs, dst_path.rstrip("/"), rows_per_group, rows_per_shard, options)
     catalog = ShardCatalog.build(dst, format="parquet", storage_options=storage_options)
     catalog.save()
     return catalog
 
 
+def writer_options(sample: pa.Table, page_bytes: int = 1024) -> dict[str, Any]:
+    """pyarrow writer options for ``sample``'s columns (see the module docstring): wide
+    columns (more than ``NARROW_BYTES`` a row) get neither dictionary nor statistics."""
+    rows = max(sample.num_rows, 1)
+    narrow = [c for c in sample.column_names if sample.column(c).nbytes / rows <= NARROW_BYTES]
+    return {
+        "write_page_index": True,
+        "data_page_size": page_bytes,
+        "write_batch_size": 1,
+        "use_dictionary": narrow,
+        "write_statistics": narrow,
+    }
+
+
 def _resharded(
-    dataset: ds.Dataset, fs: Any, root: str, rows_per_group: int, rows_per_shard: int
+    dataset: ds.Dataset,
+    fs: Any,
+    root: str,
+    rows_per_group: int,
+    rows_per_shard: int,
+    options: dict[str, Any],
 ) -> None:
     shard, rows_in_shard = 0, 0
     writer: pq.ParquetWriter | None = None
@@ -78,7 +112,7 @@ def _resharded(
             while offset < batch.num_rows:
                 if writer is None:
                     sink = fs.open(f"{root}/part-{shard:05d}.parquet", "wb")
-                    writer = pq.ParquetWriter(sink, batch.schema)
+                    writer = pq.ParquetWriter(sink, batch.schema, **options)
                 take = min(batch.num_rows - offset, rows_per_shard - rows_in_shard)
                 writer.write_batch(batch.slice(offset, take), row_group_size=rows_per_group)
                 offset += take
@@ -91,7 +125,13 @@ def _resharded(
 
 
 def _shuffled(
-    dataset: ds.Dataset, fs: Any, root: str, rows_per_group: int, rows_per_shard: int, seed: int
+    dataset: ds.Dataset,
+    fs: Any,
+    root: str,
+    rows_per_group: int,
+    rows_per_shard: int,
+    seed: int,
+    options: dict[str, Any],
 ) -> None:
     rng = np.random.default_rng(seed)
     buckets = max(1, -(-dataset.count_rows() // rows_per_shard))
@@ -118,7 +158,7 @@ def _shuffled(
                 table = pq.read_table(f)
             table = table.take(pa.array(rng.permutation(table.num_rows)))
             with fs.open(f"{root}/part-{shard:05d}.parquet", "wb") as out:
-                pq.write_table(table, out, row_group_size=rows_per_group)
+                pq.write_table(table, out, row_group_size=rows_per_group, **options)
             shard += 1
     finally:
         fs.rm(scratch, recursive=True)

@@ -1,45 +1,44 @@
-"""``ShardReader``: rows by global index, reading only the units that hold them.
+"""``ShardReader``: rows by global index, reading only the rows that are not held.
 
-``read(indices)`` groups the indices by unit (a Parquet row group, or a run of tar
-samples), takes each needed unit from the memory tier, then the node's disk tier
-(``UnitCache``), and fetches the rest with one merged range request per unit (all
-issued together so fsspec runs them concurrently). It returns the rows in the
-order asked, duplicates included, with an ``index`` column.
+One way down (docs/architecture.md, "The data plane"): a read asks the process's memory
+tier, then the node's disk tier (``DiskRows``), and fetches what is left through the
+format (``FormatReader.read_rows``: a tar sample's span, a Parquet row's pages), through
+the ``RangeFetcher``. Fetched rows are offered to both tiers with their density
+``p_i / bytes_i`` (``p_i`` from the plan that drew them), so the caches keep the rows of
+highest importance per byte and pruned rows never come back. A read returns the rows in
+the order asked, duplicates included, with an ``index`` column.
 
-Cached units hold only their active rows once the store's pruned flags are known
-(``set_importance``): a pruned row is never drawn again, so the cache holds the
-active set. A row that is not in its cached unit (readmitted since) is a miss.
+A streaming pass (``read_units``: the initialization epoch, the uniform baseline) reads
+whole units. During the initialization epoch q is measured as the trainer goes: streamed
+rows wait in ``pending`` until their q is known (``settle``, a few tasks later), then are
+offered like any other, so the cache starts the first sampled epoch with the rows of
+highest q it saw.
 
-When every unit of a column set has been read whole and they fit in half the memory
-tier, the reader keeps them as one *resident* table in global row order: a sampled
-read is then one ``take``, not a gather over hundreds of units (a dataset cached
-locally reads as fast at random as in order).
+When a whole dataset has been read and fits in half the memory tier, the reader keeps
+it as one *resident* table: a sampled read is then one ``take`` (a small local dataset
+reads as fast at random as in order).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import tarfile
-from dataclasses import dataclass
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from isloader.data.cache import ByteLRU, CacheCounters, UnitCache
 from isloader.data.catalog import ShardCatalog
 from isloader.data.fetch import RangeFetcher, ReaderCounters
-from isloader.data.parquet import ParquetFooters, column_chunk_range
-from isloader.data.webdataset import samples_to_table, unit_samples
-from isloader.errors import CorruptShardError, InvalidArgumentError
-from isloader.store.records import UnitStats
+from isloader.data.rowcache import DiskRows, MemoryRows, RowCodec
 
 __all__ = ["ShardReader", "ReaderSettings", "default_cache_dir", "disk_tier_enabled"]
 
-_ROW = "__row"
-_TOO_LARGE: set[int] = set()  # marks a column set whose units cannot all stay resident
+Importance = Callable[[np.ndarray], np.ndarray]  # indices -> p (0 for pruned)
 
 
 def default_cache_dir() -> str:
@@ -55,28 +54,32 @@ class ReaderSettings:
 
     Args:
         columns: default columns to return (all when None).
-        memory_bytes: memory tier per process (default 256 MiB).
-        cache_dir: the node's disk tier (default ``default_cache_dir()``; a
-            ``{node}`` in it is replaced by the Ray node id, for several Ray nodes on
-            one filesystem). ``""`` turns the disk tier off.
-        cache_bytes: disk tier limit; None: a quarter of the free space there, at
-            most 64 GiB.
+        memory_bytes: the memory tier of this process (default 64 MiB), part of the
+            cache budget; a dataset that fits in half of it is kept resident.
+        cache_dir: the node's disk tier (default ``default_cache_dir()``; a ``{node}``
+            in it names the node, for several nodes on one filesystem: the pipeline
+            puts the Ray node id there, else the host name). ``""`` turns it off.
+        cache_bytes: disk tier limit, in the bytes its file's used pages take; None: a
+            quarter of the free space there, at most 64 GiB.
         cache_local: also cache datasets on the local filesystem (default False:
             they are local already).
         merge_gap: ranges of one shard closer than this many bytes are fetched in one
-            request (default 64 KiB).
-        verify: check each shard's size and etag before reading it (and every
-            ``verify_every`` seconds after).
+            request (default None: what a request costs in bytes, measured).
+        concurrency: requests in flight at once (default 64).
+        verify: refuse bytes of a shard that changed since indexing.
+        pending_bytes: rows a streaming pass holds until their q is measured.
     """
 
     columns: tuple[str, ...] | None = None
-    memory_bytes: int = 256 << 20
+    memory_bytes: int = 64 << 20
     cache_dir: str | None = None
     cache_bytes: int | None = None
     cache_local: bool = False
-    merge_gap: int = 64 << 10
+    merge_gap: int | None = None
+    concurrency: int = 64
     verify: bool = True
     verify_every: float = 60.0
+    pending_bytes: int = 32 << 20
 
 
 def disk_tier_enabled(catalog: ShardCatalog, settings: ReaderSettings) -> bool:
@@ -109,21 +112,22 @@ class ShardReader:
             catalog = ShardCatalog.open(catalog, storage_options)
         settings = settings or ReaderSettings()
         if overrides:
-            if "columns" in overrides and overrides["columns"] is not None:
+            if overrides.get("columns") is not None:
                 overrides["columns"] = tuple(overrides["columns"])
-            settings = ReaderSettings(**{**settings.__dict__, **overrides})
+            settings = replace(settings, **overrides)
         self.catalog = catalog
         self.settings = settings
         self._fetcher = RangeFetcher(
-            catalog, verify=settings.verify, verify_every=settings.verify_every
-        )
-        self._footers = ParquetFooters(self._fetcher)
-        self._memory = ByteLRU(settings.memory_bytes)
+            catalog, verify=settings.verify, verify_every=settings.verify_every,
+            concurrency=settings.concurrency, merge_gap=settings.merge_gap,
+        )  # fmt: skip
+        self._format = catalog.codec.reader(catalog, self._fetcher)
+        self._tiers: dict[tuple[str, ...] | None, _Tiers] = {}
         self._resident: dict[tuple[str, ...] | None, pa.Table] = {}
-        self._whole: dict[tuple[str, ...] | None, set[int]] = {}  # units read whole
-        self._disk: dict[tuple[str, ...] | None, UnitCache | None] = {}
-        self._pruned: np.ndarray | None = None
-        self._mass: np.ndarray | None = None
+        self._whole: dict[tuple[str, ...] | None, dict[int, pa.Table] | None] = {}
+        self._pending: deque[tuple[tuple[str, ...] | None, np.ndarray, pa.Table]] = deque()
+        self._pending_bytes = 0
+        self._lock = threading.Lock()
 
     @property
     def columns(self) -> list[str] | None:
@@ -134,13 +138,8 @@ class ShardReader:
         return self._fetcher.counters
 
     @property
-    def disk_counters(self) -> CacheCounters:
-        """The disk tier's counters, summed over the column sets read."""
-        total = CacheCounters()
-        for cache in filter(None, self._disk.values()):
-            for name in total.__dict__:
-                setattr(total, name, getattr(total, name) + getattr(cache.counters, name))
-        return total
+    def fetcher(self) -> RangeFetcher:
+        return self._fetcher
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -150,265 +149,244 @@ class ShardReader:
         found again where it lives)."""
         return ShardReader, (self.catalog, self.settings)
 
+    def close(self) -> None:
+        """Release the fetcher's client and the tiers' files."""
+        self._fetcher.close()
+        for tiers in filter(None, self._tiers.values()):
+            tiers.close()
+        self._tiers.clear()
+
     # -- importance ------------------------------------------------------------------
 
-    def set_importance(self, stats: UnitStats) -> None:
-        """The store's per-unit mass and pruned flags (refreshed at each epoch end): the
-        disk tier keeps units by mass, and caches only active rows."""
-        self._mass = np.asarray(stats.mass, dtype=np.float64)
-        self._pruned = np.asarray(stats.pruned, dtype=np.bool_)
-        for cache in filter(None, self._disk.values()):
-            cache.set_mass(self._mass)
+    def rank(self, epoch: int, importance: Importance) -> float:
+        """At an epoch's start: every cached row gets its density from ``importance``
+        (``p``, 0 for pruned rows, which leave); the disk tier does it once per node.
+        Returns the share of the importance mass the caches hold (the expected hit
+        rate of independent draws)."""
+        self.settle(importance, everything=True)
+        covered = 0.0
+        for tiers in filter(None, self._tiers.values()):
+            covered = max(covered, tiers.rank(epoch, importance, self._format))
+        return covered
 
-    def covered_mass_share(self, columns: list[str] | None = None) -> float:
-        """Share of the importance mass whose units the disk tier holds."""
-        cache = self._disk_cache(self._column_key(columns))
-        return cache.covered_mass_share() if cache is not None else 0.0
+    def settle(self, importance: Importance, *, everything: bool = False, keep: int = 3) -> None:
+        """Offer streamed rows whose q is measured by now (all but the last ``keep``
+        tasks' rows, or ``everything``) to the caches, by density."""
+        with self._lock:
+            take = len(self._pending) if everything else max(0, len(self._pending) - keep)
+            ready = [self._pending.popleft() for _ in range(take)]
+            self._pending_bytes -= sum(t.nbytes for _, _, t in ready)
+        for key, indices, table in ready:
+            self._offer(key, indices, table, importance(indices))
 
     # -- reads -----------------------------------------------------------------------
 
-    def read(self, indices: np.ndarray, columns: list[str] | None = None) -> pa.Table:
-        """Rows at ``indices`` in that order (repeats allowed) plus an ``index`` column."""
+    def read(
+        self,
+        indices: np.ndarray,
+        columns: list[str] | None = None,
+        *,
+        probabilities: np.ndarray | None = None,
+    ) -> pa.Table:
+        """Rows at ``indices`` in that order (repeats allowed) plus an ``index`` column.
+
+        ``probabilities`` (each draw's ``p``, from its plan) rank the rows fetched here
+        for the caches.
+
+        Raises:
+            IndexOutOfRangeError: an index outside the catalog.
+            CorruptShardError, ShardChangedError, MissingShardError: named, with the URI.
+            InvalidArgumentError: unknown columns.
+        """
         idx = np.asarray(indices, dtype=np.int64)
+        self.catalog.units_of(idx)  # bounds check
         key = self._column_key(columns)
-        units, rows = self.catalog.units_of(idx)
         resident = self._resident.get(key)
         if resident is not None:
-            self.counters.add(cache_hits=len(np.unique(units)))
-            result = resident.take(pa.array(idx)).append_column("index", pa.array(idx))
-            self.counters.add(bytes_returned=result.nbytes)
-            return result
-        needed, inverse = np.unique(units, return_inverse=True)
-        tables = self._units(needed, key, full=False)
-        positions = _positions(tables, inverse, rows)
-        missing = np.unique(inverse[positions < 0])
-        if missing.size:  # rows not in their cached unit: fetch those units whole
-            for k, table in zip(missing, self._load(needed[missing], key), strict=True):
-                tables[k] = table
-                self._keep(int(needed[k]), key, table, disk=True)
-            positions = _positions(tables, inverse, rows)
-        merged = _concat([t.drop_columns([_ROW]) for t in tables]) if tables else None
-        result = merged.take(pa.array(positions)) if merged is not None else pa.table({})
-        result = result.append_column("index", pa.array(idx))
-        self.counters.add(bytes_returned=result.nbytes)
-        return result
+            self.counters.add(cache_hits=len(idx))
+            return self._finish(resident.take(pa.array(idx)), idx)
+        unique, inverse = np.unique(idx, return_inverse=True)
+        tiers = self._tiers_for(key)
+        held = tiers.get(unique) if tiers is not None else {}
+        hit = np.isin(unique, np.fromiter(held, np.int64, len(held)))
+        missed = unique[~hit]
+        draws_hit = int(hit[inverse].sum())
+        self.counters.add(cache_hits=draws_hit, cache_misses=len(idx) - draws_hit)
+        parts, order = [], []
+        if len(held):
+            found = unique[hit]
+            parts.append(tiers.codec.decode([held[int(i)] for i in found]))
+            order.append(found)
+        if len(missed):
+            fetched = self._format.read_rows(missed, list(key) if key is not None else None)
+            stored = self._format.row_bytes(missed, list(key) if key is not None else None)
+            self.counters.add(miss_bytes=int(stored.sum()))
+            if tiers is not None and probabilities is not None:
+                p = _per_index(idx, probabilities, missed)
+                tiers.offer(missed, fetched, p / np.maximum(stored, 1.0))
+            parts.append(fetched)
+            order.append(missed)
+        merged = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
+        where = np.argsort(np.concatenate(order), kind="stable")  # rows of ``unique``
+        return self._finish(merged.take(pa.array(where[inverse])), idx)
 
-    def read_units(self, units: np.ndarray, columns: list[str] | None = None) -> pa.Table:
-        """Whole units in order, every row (a streaming pass)."""
+    def read_units(
+        self, units: np.ndarray, columns: list[str] | None = None, *, pending: bool = False
+    ) -> pa.Table:
+        """Whole units in order, every row (a streaming pass). A unit the caches hold
+        whole is read from them; the others are fetched whole and offered to the caches,
+        at uniform density, or with ``pending`` held until their q is measured
+        (``settle``)."""
         units = np.asarray(units, dtype=np.int64)
         key = self._column_key(columns)
+        b = self.catalog.unit_bounds
+        spans = [np.arange(b[u], b[u + 1]) for u in units]
+        index = np.concatenate(spans or [np.zeros(0, np.int64)]).astype(np.int64)
         resident = self._resident.get(key)
         if resident is not None:
-            b = self.catalog.unit_bounds
-            tables = [resident.slice(b[u], b[u + 1] - b[u]) for u in units]
-            self.counters.add(cache_hits=len(units))
-            index = np.concatenate([np.arange(b[u], b[u + 1]) for u in units] or [[]])
-            result = _concat(tables).append_column("index", pa.array(index, pa.int64()))
-            self.counters.add(bytes_returned=result.nbytes)
-            return result
-        tables = self._units(units, key, full=True)
-        index = np.concatenate(
-            [
-                self.catalog.unit_bounds[u] + np.arange(t.num_rows)
-                for u, t in zip(units, tables, strict=True)
-            ]
-            or [np.zeros(0, np.int64)]
-        )
-        result = _concat([t.drop_columns([_ROW]) for t in tables])
-        result = result.append_column("index", pa.array(index, pa.int64()))
+            self.counters.add(cache_hits=len(index))
+            return self._finish(resident.take(pa.array(index)), index)
+        tiers = self._tiers_for(key)
+        held = tiers.get(index) if tiers is not None else {}
+        whole = [len(held) and all(int(i) in held for i in span) for span in spans]
+        fetch = units[~np.array(whole, bool)] if len(units) else units
+        names = list(key) if key is not None else None
+        fetched = iter(self._format.read_units(fetch, names) if len(fetch) else [])
+        tables = []
+        for span, cached in zip(spans, whole, strict=True):
+            rows = [held[int(i)] for i in span] if cached else None
+            tables.append(tiers.codec.decode(rows) if rows else next(fetched))
+        hits = sum(len(span) for span, cached in zip(spans, whole, strict=True) if cached)
+        self.counters.add(cache_hits=hits, cache_misses=len(index) - hits)
+        table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+        self._note_whole(key, units, tables)
+        if tiers is not None and len(fetch):
+            new = np.concatenate([s for s, c in zip(spans, whole, strict=True) if not c])
+            rows = table.take(pa.array(np.flatnonzero(np.isin(index, new))))
+            self.counters.add(miss_bytes=int(self._format.row_bytes(new, names).sum()))
+            if pending:
+                self._hold(key, new, rows)
+            else:
+                self._offer(key, new, rows, np.full(len(new), 1.0 / len(self.catalog)))
+        return self._finish(table, index)
+
+    def _hold(self, key: Any, indices: np.ndarray, rows: pa.Table) -> None:
+        """Keep streamed rows until their q is measured (bounded: the oldest go first)."""
+        with self._lock:
+            self._pending.append((key, indices, rows))
+            self._pending_bytes += rows.nbytes
+            while self._pending_bytes > self.settings.pending_bytes and len(self._pending) > 1:
+                _, _, old = self._pending.popleft()
+                self._pending_bytes -= old.nbytes
+
+    def _finish(self, table: pa.Table, index: np.ndarray) -> pa.Table:
+        result = table.append_column("index", pa.array(index, pa.int64()))
         self.counters.add(bytes_returned=result.nbytes)
         return result
 
-    # -- units -----------------------------------------------------------------------
+    def _offer(self, key: Any, indices: np.ndarray, table: pa.Table, p: np.ndarray) -> None:
+        tiers = self._tiers_for(key)
+        if tiers is None:
+            return
+        stored = self._format.row_bytes(indices, list(key) if key is not None else None)
+        tiers.offer(indices, table, p / np.maximum(stored, 1.0))
 
     def _column_key(self, columns: list[str] | None) -> tuple[str, ...] | None:
         columns = columns if columns is not None else self.columns
         return tuple(columns) if columns is not None else None
 
-    def _units(self, units: np.ndarray, key: tuple[str, ...] | None, full: bool) -> list:
-        """Each unit's table (with ``__row``): memory tier, disk tier, then one fetch.
+    def _note_whole(self, key: Any, units: np.ndarray, tables: list[pa.Table]) -> None:
+        """Once every unit was read and all fit in half the memory tier, keep them as one
+        resident table in global row order (until then the units read are held)."""
+        with self._lock:
+            held = self._whole.setdefault(key, {})
+            if held is None:  # too large to be resident
+                return
+            held.update((int(u), t) for u, t in zip(units, tables, strict=True))
+            if sum(t.nbytes for t in held.values()) > self.settings.memory_bytes // 2:
+                self._whole[key] = None
+            elif len(held) == self.catalog.num_units:
+                ordered = [held[u] for u in range(self.catalog.num_units)]
+                self._resident[key] = pa.concat_tables(ordered, promote_options="default")
+                self._whole[key] = None
 
-        ``full``: only tables holding every row of their unit count as hits.
-        """
-        rows = self.catalog.unit_rows
-        disk = self._disk_cache(key)
-        out: list[pa.Table | None] = []
-        missing = []
-        for i, unit in enumerate(units):
-            u = int(unit)
-            table = self._memory.get((u, key))
-            if table is None and disk is not None:
-                table = disk.get(u)
-                if table is not None:
-                    self._memory.put((u, key), table, table.nbytes)
-            if table is not None and full and table.num_rows != rows[u]:
-                table = None
-            out.append(table)
-            if table is None:
-                missing.append(i)
-        self.counters.add(cache_hits=len(units) - len(missing), cache_misses=len(missing))
-        if missing:
-            fetched = self._load(units[missing], key)
-            for i, table in zip(missing, fetched, strict=True):
-                out[i] = table
-                self._keep(int(units[i]), key, table, disk=disk is not None)
-        self._note_whole(key, units, out)
-        return out
-
-    def _note_whole(self, key: tuple[str, ...] | None, units: np.ndarray, tables: list) -> None:
-        """Once every unit was read whole and all fit in half the memory tier, keep
-        them as one resident table (and free the per-unit entries)."""
-        whole = self._whole.setdefault(key, set())
-        if whole is _TOO_LARGE:
-            return
-        rows = self.catalog.unit_rows
-        whole.update(int(u) for u, t in zip(units, tables, strict=True) if t.num_rows == rows[u])
-        if len(whole) < self.catalog.num_units:
-            return
-        tables = [self._memory.get((u, key)) for u in range(self.catalog.num_units)]
-        complete = all(t is not None and t.num_rows == rows[u] for u, t in enumerate(tables))
-        size = sum(t.nbytes for t in tables if t is not None)
-        if size > self.settings.memory_bytes // 2:
-            self._whole[key] = _TOO_LARGE
-        elif complete:
-            resident = _concat([t.drop_columns([_ROW]) for t in tables]).combine_chunks()
-            self._resident[key] = resident
-            for u in range(self.catalog.num_units):
-                self._memory.discard((u, key))
-        else:
-            whole.clear()  # evicted meanwhile: count again
-
-    def _keep(self, unit: int, key: tuple[str, ...] | None, table: pa.Table, disk: bool) -> None:
-        """A fetched unit into both tiers (active rows only, once pruning is known)."""
-        if self._pruned is not None:
-            lo, hi = self.catalog.unit_bounds[unit], self.catalog.unit_bounds[unit + 1]
-            active = ~self._pruned[lo:hi]
-            if not active.all():
-                table = table.filter(pa.array(active))
-        self._memory.put((unit, key), table, table.nbytes)
-        cache = self._disk_cache(key) if disk else None
-        if cache is not None:
-            cache.put(unit, table)
-
-    def _load(self, units: np.ndarray, key: tuple[str, ...] | None) -> list[pa.Table]:
-        columns = list(key) if key is not None else None
-        if self.catalog.format == "parquet":
-            tables = self._load_parquet(units, columns)
-        else:
-            tables = self._load_tar(units, columns)
-        return [
-            t.append_column(_ROW, pa.array(np.arange(t.num_rows, dtype=np.int32))) for t in tables
-        ]
-
-    def _load_parquet(self, units: np.ndarray, columns: list[str] | None) -> list[pa.Table]:
-        shards = self.catalog.unit_shard[units]
-        groups = self.catalog.unit_local[units]
-        starts, ends = np.empty(len(units), np.int64), np.empty(len(units), np.int64)
-        self._footers.prefetch(shards)
-        for i, (shard, rg) in enumerate(zip(shards, groups, strict=True)):
-            meta = self._footers.get(int(shard))[0]
-            names = meta.schema.to_arrow_schema().names
-            if columns is not None and (unknown := set(columns) - set(names)):
-                raise InvalidArgumentError(f"unknown columns {sorted(unknown)}; have {names}")
-            wanted = list(range(meta.num_columns)) if columns is None else _leaves(meta, columns)
-            starts[i], ends[i] = column_chunk_range(meta, int(rg), wanted)
-        blobs = self._fetcher.fetch(shards, starts, ends, gap=self.settings.merge_gap)
-        return [
-            self._footers.decode(int(shard), int(rg), columns, int(start), blob)
-            for shard, rg, start, blob in zip(shards, groups, starts, blobs, strict=True)
-        ]
-
-    def _load_tar(self, units: np.ndarray, columns: list[str] | None) -> list[pa.Table]:
-        spans = [self.catalog.unit_span(int(u)) for u in units]
-        shards = self.catalog.unit_shard[units]
-        blobs = self._fetcher.fetch(
-            shards,
-            np.array([s for s, _ in spans], np.int64),
-            np.array([e for _, e in spans], np.int64),
-            gap=self.settings.merge_gap,
-        )
-        tables = []
-        for unit, shard, blob in zip(units, shards, blobs, strict=True):
-            try:
-                samples = unit_samples(blob, columns)
-            except tarfile.TarError as exc:
-                uri = self.catalog.uri(int(shard))
-                raise CorruptShardError(uri, f"unit {unit} is not tar members ({exc})") from exc
-            rows = int(self.catalog.unit_rows[unit])
-            if len(samples) != rows:
-                uri = self.catalog.uri(int(shard))
-                raise CorruptShardError(
-                    uri, f"unit {unit} holds {len(samples)} samples, not {rows}"
-                )
-            tables.append(samples_to_table(samples, columns))
-        return tables
-
-    def _disk_cache(self, key: tuple[str, ...] | None) -> UnitCache | None:
-        """The disk tier for one column set (made on first use), or None when off."""
-        if key in self._disk:
-            return self._disk[key]
+    def _tiers_for(self, key: tuple[str, ...] | None) -> _Tiers | None:
+        """The caches of one column set (made on first use), or None when all are off."""
+        if key in self._tiers:
+            return self._tiers[key]
         s = self.settings
-        if not disk_tier_enabled(self.catalog, s):
-            self._disk[key] = None
-            return None
-        directory = s.cache_dir if s.cache_dir is not None else default_cache_dir()
-        if "{node}" in directory:
-            directory = directory.replace("{node}", _node_id())
-        namespace = hashlib.sha1(f"{self.catalog.root}|{self.catalog.format}".encode())
-        path = os.path.join(directory, namespace.hexdigest()[:16])
-        limit = s.cache_bytes if s.cache_bytes is not None else _default_limit(directory)
-        catalog = self.catalog
-        columns = repr(key).encode()
+        disk = None
+        if disk_tier_enabled(self.catalog, s):
+            directory = s.cache_dir if s.cache_dir is not None else default_cache_dir()
+            directory = directory.replace("{node}", os.uname().nodename)  # Ray: resolved before
+            name = f"{self.catalog.identity}|{self.catalog.format}|{key!r}"
+            path = os.path.join(directory, hashlib.sha1(name.encode()).hexdigest()[:20] + ".rows")
+            limit = s.cache_bytes if s.cache_bytes is not None else _default_limit(directory)
+            disk = DiskRows(path, limit)
+        memory = MemoryRows(s.memory_bytes) if s.memory_bytes > 0 else None
+        tiers = _Tiers(memory, disk) if (memory is not None or disk is not None) else None
+        self._tiers[key] = tiers
+        return tiers
 
-        @functools.lru_cache(maxsize=1 << 16)
-        def key_for(unit: int) -> str:
-            shard = catalog.shards[int(catalog.unit_shard[unit])]
-            where = f"{shard.path}|{shard.fingerprint}|{catalog.unit_bounds[unit]}"
-            return hashlib.sha1(where.encode() + columns).hexdigest()[:24]
-
-        mass = self._mass if self._mass is not None else catalog.unit_rows.astype(np.float64)
-        cache = UnitCache(path, limit, key_for=key_for, default_mass=mass)
-        self._disk[key] = cache
-        return cache
+    def cached_bytes(self) -> int:
+        """Bytes every tier of this reader holds (disk: its used pages)."""
+        return sum(t.nbytes for t in self._tiers.values() if t is not None)
 
 
-def _positions(tables: list[pa.Table], which: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Position of each asked row (unit ``which``, row ``rows``) in the concatenation of
-    ``tables`` by their ``__row`` columns; -1 where a row is not there."""
-    held = [t.column(_ROW).to_numpy() for t in tables]
-    span = np.int64(1 << 32)  # keys (table, row) sort like the concatenation
-    keys = np.concatenate(
-        [k * span + h.astype(np.int64) for k, h in enumerate(held)] or [np.zeros(0, np.int64)]
-    )
-    asked = which.astype(np.int64) * span + rows
-    pos = np.searchsorted(keys, asked)
-    pos = np.minimum(pos, max(len(keys) - 1, 0))
-    found = (keys[pos] == asked) if len(keys) else np.zeros(len(asked), bool)
-    return np.where(found, pos, -1)
+def _per_index(draws: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``values`` (one per draw) at the first draw of each of ``wanted``."""
+    order = np.argsort(draws, kind="stable")
+    first = np.searchsorted(draws[order], wanted)
+    return np.asarray(values, float)[order[first]]
 
 
-def _concat(tables: list[pa.Table]) -> pa.Table:
-    return pa.concat_tables(tables, promote_options="default")
+class _Tiers:
+    """The memory and disk tiers of one column set, with the codec their rows use."""
 
+    def __init__(self, memory: MemoryRows | None, disk: DiskRows | None) -> None:
+        self.memory, self.disk = memory, disk
+        self.codec: RowCodec | None = None
 
-def _leaves(meta: Any, columns: list[str]) -> list[int]:
-    """Indices of the leaf columns (column chunks) that make up top-level ``columns``."""
-    wanted = set(columns)
-    return [
-        i for i in range(meta.num_columns) if meta.schema.column(i).path.split(".")[0] in wanted
-    ]
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.memory, self.disk) if t is not None)
 
+    def get(self, indices: np.ndarray) -> dict[int, bytes]:
+        held = self.memory.get(indices) if self.memory is not None else {}
+        if self.disk is not None and len(held) < len(indices):
+            rest = indices[~np.isin(indices, np.fromiter(held, np.int64, len(held)))]
+            held.update(self.disk.get(rest))
+        if held and self.codec is None:
+            self.codec = RowCodec(self.disk.schema() if self.disk is not None else pa.schema([]))
+        return held
 
-def _node_id() -> str:
-    """The Ray node id where Ray runs this process, else the host name."""
-    try:
-        import ray
+    def offer(self, indices: np.ndarray, table: pa.Table, density: np.ndarray) -> None:
+        if self.codec is None:
+            self.codec = RowCodec(table.schema)
+            if self.disk is not None:
+                self.disk.remember_schema(table.schema)
+        rows = self.codec.encode(table)
+        for tier in (self.memory, self.disk):
+            if tier is not None:
+                tier.offer(indices, rows, density)
 
-        if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()[:16]
-    except ImportError:
-        pass
-    return os.uname().nodename
+    def rank(self, epoch: int, importance: Importance, fmt: Any) -> float:
+        def density(indices: np.ndarray) -> np.ndarray:
+            p = importance(indices)
+            return p / np.maximum(fmt.row_bytes(indices, None), 1.0)
+
+        covered = []
+        if self.memory is not None:
+            self.memory.rank(density)
+            covered.append(float(importance(self.memory.indices()).sum()))
+        if self.disk is not None:
+            self.disk.rank(epoch, density)
+            covered.append(float(importance(self.disk.indices()).sum()))
+        return max(covered, default=0.0)
+
+    def close(self) -> None:
+        if self.disk is not None:
+            self.disk.close()
 
 
 def _default_limit(directory: str) -> int:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isloader.demo.data import decode_npy, decode_raw, make_mnist1d, publish
+from isloader.demo.data import DEMO_FORMATS, make_mnist1d, publish
 from isloader.demo.methods import CACHELESS
 from isloader.demo.report import plot, print_table, summarize
 from isloader.demo.settings import DemoSettings
@@ -62,7 +62,7 @@ class Comparison:
             return s.dataset
         if not self.remote:
             return "local Parquet"
-        fmt = "WebDataset tars" if s.format == "webdataset" else "Parquet"
+        fmt = DEMO_FORMATS[s.format].label
         return f"{fmt} on emulated S3 ({self.endpoint.model.describe()}), {s.row_bytes} B rows"
 
 
@@ -92,10 +92,9 @@ def open_comparison(settings: DemoSettings, stack: ExitStack) -> Comparison:
     model = EndpointModel(settings.latency_ms, settings.bandwidth_mb_s, settings.concurrency)
     s3 = stack.enter_context(EmulatedObjectStore(model))
     uri = publish(local, f"{s3.bucket('isloader-demo')}/mnist1d", s3.direct_options)
-    tar = settings.format == "webdataset"
-    options = {"storage_options": s3.storage_options,
-               "transform": decode_npy if tar else decode_raw,
-               "columns": ["npy", "cls"] if tar else ["raw", "y"]}  # fmt: skip
+    spec = DEMO_FORMATS[settings.format]
+    options = {"storage_options": s3.storage_options, "transform": spec.decode,
+               "columns": list(spec.columns)}  # fmt: skip
     catalog = ShardCatalog.load(uri, storage_options=s3.storage_options)
     return Comparison(settings, catalog, test_set, options, scratch, s3, len(catalog))
 

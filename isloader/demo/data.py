@@ -12,12 +12,24 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["make_mnist1d", "make_digits", "decode_raw", "decode_npy", "publish", "TestSet"]
+__all__ = [
+    "DEMO_FORMATS",
+    "DemoFormat",
+    "make_mnist1d",
+    "make_digits",
+    "decode_raw",
+    "decode_npy",
+    "publish",
+    "write_split",
+    "TestSet",
+]
 
 TestSet = tuple[np.ndarray, np.ndarray]
 _FEATURES = 40
@@ -46,35 +58,52 @@ def decode_raw(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return columns
 
 
-def _write_shards(
-    out: Path, x: np.ndarray, y: np.ndarray, shards: int, rows_per_group: int, fmt: str
-) -> None:
+def _parquet_shard(path: Path, x: np.ndarray, y: np.ndarray, first: int, group: int) -> None:
+    """One Parquet shard in the layout ``isloader convert`` writes (small pages, a page
+    index): 40 features as a list column, larger rows as ``raw`` blobs."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from isloader.data.convert import writer_options
+
+    if x.shape[1] == _FEATURES:
+        table = pa.table({"x": pa.array(list(x), pa.list_(pa.float32())), "y": y})
+    else:
+        table = pa.table({"raw": pa.array([row.tobytes() for row in x], pa.binary()), "y": y})
+    pq.write_table(
+        table, path.with_suffix(".parquet"), row_group_size=group, compression="none",
+        **writer_options(table),
+    )  # fmt: skip
+
+
+def _tar_shard(path: Path, x: np.ndarray, y: np.ndarray, first: int, group: int) -> None:
+    _write_tar(path.with_suffix(".tar"), x, y, first)
+
+
+@dataclass(frozen=True)
+class DemoFormat:
+    """How the demo writes, names, reads and decodes its rows in one shard format."""
+
+    label: str
+    prefix: str
+    columns: tuple[str, ...]
+    decode: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    write: Callable[[Path, np.ndarray, np.ndarray, int, int], None]
+
+
+def _write_shards(
+    out: Path, x: np.ndarray, y: np.ndarray, shards: int, rows_per_group: int, fmt: str
+) -> None:
     from isloader.data.catalog import ShardCatalog
 
+    spec = DEMO_FORMATS[fmt]
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*"):
         old.unlink()
     bounds = np.linspace(0, len(y), shards + 1).astype(int)
     for s in range(shards):
         rows = slice(bounds[s], bounds[s + 1])
-        if fmt == "parquet":
-            if x.shape[1] == _FEATURES:
-                features = pa.array(list(x[rows]), pa.list_(pa.float32()))
-                table = pa.table({"x": features, "y": y[rows]})
-            else:
-                blobs = pa.array([row.tobytes() for row in x[rows]], pa.binary())
-                table = pa.table({"raw": blobs, "y": y[rows]})
-            pq.write_table(
-                table,
-                out / f"part-{s:03d}.parquet",
-                row_group_size=rows_per_group,
-                compression="none",
-            )
-        else:
-            _write_tar(out / f"shard-{s:03d}.tar", x[rows], y[rows], bounds[s])
+        spec.write(out / f"{spec.prefix}-{s:03d}", x[rows], y[rows], bounds[s], rows_per_group)
     ShardCatalog.build(str(out)).save()
 
 
@@ -99,6 +128,9 @@ def decode_npy(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return columns
 
 
+DEMO_FORMATS: dict[str, DemoFormat] = {}  # filled below, once the decoders exist
+
+
 def make_mnist1d(
     directory: Path,
     train: int,
@@ -106,7 +138,7 @@ def make_mnist1d(
     seed: int = 0,
     *,
     row_bytes: int = 0,
-    rows_per_group: int = 256,
+    rows_per_group: int = 1024,
     fmt: str = "parquet",
     shards: int | None = None,
 ) -> tuple[str, TestSet]:
@@ -120,7 +152,7 @@ def make_mnist1d(
     test_file = directory / "test.npz"
     stamp = directory / "dataset.json"
     config = {
-        "layout": 3,
+        "layout": 4,
         "train": train,
         "test": test,
         "seed": seed,
@@ -179,3 +211,28 @@ def publish(local: str, uri: str, storage_options: dict[str, Any] | None = None)
             fs.put_file(str(shard), f"{root.rstrip('/')}/{shard.name}")
     ShardCatalog.build(uri, storage_options=options).save()
     return uri
+
+
+def write_split(table: Any, cut: int, out: Path) -> tuple[str, TestSet]:
+    """Rows ``[0, cut)`` of a ``x``/``y`` table as shards under ``out`` (indexed) and rows
+    ``[cut, N)`` as a held-out set: a validation split carved from training rows."""
+    import pyarrow.parquet as pq
+
+    from isloader.data.catalog import ShardCatalog
+    from isloader.data.convert import writer_options
+
+    held = table.slice(cut)
+    x = np.stack(held.column("x").to_numpy(zero_copy_only=False)).astype(np.float32)
+    kept = table.select(["x", "y"]).slice(0, cut)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*"):
+        old.unlink()
+    pq.write_table(kept, out / "part-000.parquet", row_group_size=1024, **writer_options(kept))
+    ShardCatalog.build(str(out)).save()
+    return str(out), (x, held.column("y").to_numpy().astype(np.int64))
+
+
+DEMO_FORMATS.update(
+    parquet=DemoFormat("Parquet", "part", ("raw", "y"), decode_raw, _parquet_shard),
+    webdataset=DemoFormat("WebDataset tars", "shard", ("npy", "cls"), decode_npy, _tar_shard),
+)

@@ -11,6 +11,7 @@ every loader compared against it pays the same price:
   64 KiB, so concurrent transfers share it fairly and opening more connections buys
   nothing (an optional ``per_connection_mb_s`` caps each request as well);
 - **a cap on concurrent requests** (``concurrency``): requests beyond it queue;
+- ``If-Match`` as S3 answers it (412 when the object's ETag differs);
 - **counters taken at the endpoint**, not from any client's own bookkeeping: requests
   by kind, GETs, body bytes served, and the server's CPU seconds.
 
@@ -362,6 +363,9 @@ class _Service:
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
         }
+        wanted = request.headers.get("If-Match")
+        if wanted is not None and wanted.strip() not in ("*", headers["ETag"]):
+            return web.Response(status=412) if head else _error(412, "PreconditionFailed", key)
         if head:
             self.stats.heads += 1
             headers["Content-Length"] = str(st.st_size)

@@ -32,10 +32,12 @@ import torch
 from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ReaderSettings, disk_tier_enabled
 from isloader.pipeline.clock import RayStepClock
+from isloader.pipeline.costs import DrawChoice, Endpoint, choose_draws, expected_coverage
 from isloader.pipeline.executor import Block, WindowExecutor
 from isloader.pipeline.plan import (
     ReadTask,
     label_clustering,
+    permutation_tasks,
     sampling_tasks,
     skip_rows,
     streaming_tasks,
@@ -73,6 +75,13 @@ class EpochCounters:
     cache_hits: float = 0.0
     cache_lookups: float = 0.0
     cache_mass_covered: float = 0.0
+    cached_bytes: float = 0.0  # what the caches held at the epoch's end
+    miss_bytes: float = 0.0  # stored bytes of the rows that missed every cache
+    fetch_seconds: float = 0.0  # read workers' wall time waiting on fetches
+    draw_mode: str = ""  # "independent" or "locality" (sampled epochs)
+    predicted_fetch_s_per_step: float = 0.0
+    measured_fetch_s_per_step: float = 0.0
+    step_seconds: float = 0.0  # the trainer's time per step, loading excluded
     units_per_window: int = 0
     max_plan_staleness: int = 0  # trainer steps between a plan's draw and its use
     staleness_bound: int = 0  # window + prefetch
@@ -84,14 +93,33 @@ class EpochCounters:
     active_after: int = 0
     pruned_after: int = 0
     _w: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], repr=False)
+    _latency: list[float | None] = field(default_factory=list, repr=False)
+    _bandwidth: list[float | None] = field(default_factory=list, repr=False)
+    _held: float = field(default=0.0, repr=False)  # the trainer's time holding batches
+
+    def endpoint_measured(self) -> tuple[float | None, float | None]:
+        """Median latency and bandwidth the read workers measured this epoch."""
+        lat = [x for x in self._latency if x is not None]
+        bw = [x for x in self._bandwidth if x is not None]
+        return (float(np.median(lat)) if lat else None, float(np.median(bw)) if bw else None)
 
     @property
     def cache_hit_rate(self) -> float:
+        """Share of the draws (repeats included) whose row a cache held."""
         return self.cache_hits / self.cache_lookups if self.cache_lookups else 0.0
+
+    @property
+    def read_amplification(self) -> float:
+        """Bytes fetched over the stored bytes of the rows that missed the caches."""
+        return self.bytes_fetched / self.miss_bytes if self.miss_bytes else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        return {**out, "cache_hit_rate": self.cache_hit_rate}
+        return {
+            **out,
+            "cache_hit_rate": self.cache_hit_rate,
+            "read_amplification": self.read_amplification,
+        }
 
     def add_block(self, stats: ReadStats) -> None:
         """Count what one read task cost."""
@@ -99,7 +127,12 @@ class EpochCounters:
         self.requests += stats.requests
         self.cache_hits += stats.cache_hits
         self.cache_lookups += stats.cache_lookups
+        self.miss_bytes += stats.miss_bytes
+        self.fetch_seconds += stats.fetch_seconds
+        self.cached_bytes = stats.cached_bytes
         self.cache_mass_covered = max(self.cache_mass_covered, stats.cache_mass_covered)
+        self._latency.append(stats.latency)
+        self._bandwidth.append(stats.bandwidth)
 
     def add_batch(self, weights: np.ndarray, step: int, drawn_at: int) -> None:
         """Count one batch: its weights, and its staleness (``drawn_at``: the steps the
@@ -119,6 +152,9 @@ class EpochCounters:
         total, squares, n = self._w
         self.weight_ess = total * total / (n * squares) if squares else 0.0
         self.steps_weight_over_10 = self.steps_weight_over_10 / self.steps if self.steps else 0.0
+        if self.steps:
+            self.step_seconds = self._held / self.steps
+            self.measured_fetch_s_per_step = self.fetch_seconds / self.steps
 
 
 def _to_torch(columns: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -180,13 +216,20 @@ class ImportanceLoader:
         prefetch: steps a plan may be drawn ahead of its window (default 16). A batch
             is used at most ``window + prefetch`` steps after its plan was drawn
             (``window=1, prefetch=0`` is the paper exactly, and slow).
-        units_per_window: locality-aware draws: ``"auto"`` (default) picks ``G`` after
-            the initialization epoch for a remote dataset (``plan.units_per_window``;
-            local files gain nothing from locality, so they keep independent draws),
-            ``None`` keeps independent draws, an int fixes ``G``.
+        units_per_window: how sampled windows read: ``"auto"`` (default) lets a cost
+            model choose after the initialization epoch (``pipeline.costs``: the
+            paper's independent draws unless the measured endpoint cannot serve their
+            misses within a step; then locality-aware draws over ``G`` units, exact
+            marginals), ``None`` keeps independent draws, an int fixes ``G``.
+        price_per_request: makes the cost model prefer fewer requests where they keep
+            up (an endpoint that charges per request or limits their rate).
         seed: fixes every plan, with the epoch, step and rank.
         sampling: ``"importance"`` (the paper) or ``"uniform"`` (a shuffled pass
             every epoch: the baseline).
+        uniform_order: how the uniform baseline shuffles: ``"stream"`` (default: shards
+            in a random order, units read whole, rows shuffled within each task, as
+            streaming loaders do) or ``"permutation"`` (every row once in a uniformly
+            random order: random reads, for local or cached data).
         metric: ``"output_grad_norm"`` (Eq. 7) or ``"loss"`` (Loss-IS); ``loss``
             picks the analytic form (``"cross_entropy"``, ``"mse"``), ``loss_fn``
             any per-sample loss through autograd.
@@ -204,8 +247,9 @@ class ImportanceLoader:
         steps_per_epoch: override of the equal-steps default ``N / (B * world)``.
         rank, world_size: default from torch.distributed or RANK / WORLD_SIZE.
         transform: function on each task's numpy columns (decode, augment).
-        cache_dir, cache_bytes, memory_bytes: the readers' caches (``ReaderSettings``:
-            a disk tier per node for remote datasets, kept by importance mass).
+        cache_dir, cache_bytes, memory_bytes: the readers' caches (``ReaderSettings``: a
+            disk tier of rows per node for remote datasets and a memory tier per read
+            worker, both kept by importance per byte).
         read_on_all_nodes: read through actors on every node of the Ray cluster (each
             node's disk tier serving the reads placed there) instead of this trainer's
             node only (default False: the rows stay where the trainer is).
@@ -224,6 +268,7 @@ class ImportanceLoader:
         units_per_window: int | str | None = "auto",
         seed: int = 0,
         sampling: str = "importance",
+        uniform_order: str = "stream",
         metric: str = "output_grad_norm",
         loss: str = "cross_entropy",
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
@@ -238,9 +283,10 @@ class ImportanceLoader:
         transform: Transform | None = None,
         cache_dir: str | None = None,
         cache_bytes: int | None = None,
-        memory_bytes: int = 256 << 20,
+        memory_bytes: int = 64 << 20,
         storage_options: dict[str, Any] | None = None,
         read_on_all_nodes: bool = False,
+        price_per_request: float = 0.0,
     ) -> None:
         if batch_size < 1 or window < 1 or prefetch < 0:
             raise ValueError("batch_size and window must be >= 1, prefetch >= 0")
@@ -262,6 +308,9 @@ class ImportanceLoader:
         self.units = units_per_window if isinstance(units_per_window, int) else 0
         self.seed = seed
         self.sampling = sampling
+        if uniform_order not in ("stream", "permutation"):
+            raise ValueError(f"uniform_order: 'stream' or 'permutation', not {uniform_order!r}")
+        self.uniform_order = uniform_order
         self.steps_per_epoch = steps_per_epoch
         self.rank, self.world_size = rank_and_world(rank, world_size)
         self.transform = transform
@@ -271,6 +320,8 @@ class ImportanceLoader:
             cache_dir=cache_dir,
             cache_bytes=cache_bytes,
         )
+        self.price_per_request = price_per_request
+        self.draw_choice: DrawChoice | None = None
         self.protocol = EpochProtocol(store, self.method, self.rank)
         quiet_ray()
         self.history: list[EpochCounters] = []
@@ -281,6 +332,7 @@ class ImportanceLoader:
         self._finished = -1  # steps the trainer finished in the current epoch
         self._thresholds: list[int] = []
         self._disk_tier = disk_tier_enabled(self.catalog, self.reader_settings)
+        self._caches = self._disk_tier or memory_bytes > 0
         self._labels: np.ndarray | None = None  # class counts per unit, epoch 0
         self.layout_clustering = 0.0
 
@@ -302,7 +354,12 @@ class ImportanceLoader:
     def tasks(self, epoch: int) -> list[ReadTask]:
         """This rank's read tasks of ``epoch`` (after any resume position)."""
         c = self.catalog
-        if self.mode(epoch) == "stream":
+        if self.sampling == "uniform" and self.uniform_order == "permutation":
+            tasks = permutation_tasks(
+                len(c), seed=self.seed, epoch=epoch, rank=self.rank, world=self.world_size,
+                rows_per_task=self.window * self.batch_size,
+            )  # fmt: skip
+        elif self.mode(epoch) == "stream":
             tasks = streaming_tasks(
                 c.unit_rows,
                 c.unit_shard,
@@ -336,18 +393,21 @@ class ImportanceLoader:
         if self._catalog_ref is None:
             self._catalog_ref = CatalogRef(ray.put(self.catalog))
         sample = self.mode(epoch) == "sample"
+        caches = self._caches and self.sampling == "importance"
+        connection = getattr(self.store, "connection", None)
         return TaskContext(
             loader_id=self._id,
             catalog=self._catalog_ref,
             reader=self.reader_settings,
-            store=getattr(self.store, "connection", None) if sample else None,
+            store=connection if (sample or caches) else None,
             transform=self.transform,
             epoch=epoch,
-            layout=self.catalog.layout if (self.units or self._disk_tier) else None,
+            layout=self.catalog.layout if self.units else None,
             units=self.units,
             clock=self._clock if sample else None,
             prefetch=self.prefetch,
-            refresh_importance=sample and self._disk_tier,
+            caches=caches,
+            pending=caches and epoch == 0,
         )
 
     def _in_process_draw(self) -> Callable[[ReadTask], Any] | None:
@@ -379,6 +439,10 @@ class ImportanceLoader:
             epoch=epoch, mode=self.mode(epoch), units_per_window=self.units,
             staleness_bound=self.staleness_bound if self.mode(epoch) == "sample" else 0,
         )  # fmt: skip
+        if self.mode(epoch) == "sample":
+            counters.draw_mode = "locality" if self.units else "independent"
+            if self.draw_choice is not None:
+                counters.predicted_fetch_s_per_step = self.draw_choice.predicted_fetch_s_per_step
         start = time.perf_counter()
         seen = []
         self._start_epoch(epoch, clock=False)
@@ -394,7 +458,9 @@ class ImportanceLoader:
             seen.append(columns["index"])
             batch = _to_torch(columns)
             self._position = (epoch, step + 1)
+            held = time.perf_counter()
             yield batch
+            counters._held += time.perf_counter() - held  # the trainer's step
             self._advance(step + 1)
         self._finish_epoch(epoch, counters, seen, start)
 
@@ -452,7 +518,7 @@ class ImportanceLoader:
         self._position = (epoch + 1, 0)
         auto = self.units_setting == "auto" and self._disk_tier  # remote: reads cost
         if epoch == 0 and self.sampling == "importance" and auto:
-            self._choose_units()
+            self._choose_draws(counters)
 
     def _count_labels(self, index: torch.Tensor, targets: torch.Tensor) -> None:
         """Class counts per unit during the initialization epoch (integer targets only),
@@ -472,11 +538,15 @@ class ImportanceLoader:
         units, _ = self.catalog.units_of(index.detach().cpu().numpy())
         np.add.at(self._labels, (units, labels), 1)
 
-    def _choose_units(self) -> None:
-        """After the initialization epoch: ``G`` for locality-aware draws, or 0."""
+    def _choose_draws(self, first: EpochCounters) -> None:
+        """After the initialization epoch: the cost model picks how sampled windows read
+        (``pipeline.costs``), from what the read workers measured of the endpoint, the
+        trainer's step time and the mass a cache of the budget would hold."""
         score = label_clustering(self._labels) if self._labels is not None else 0.0
         self.layout_clustering = score
         self._labels = None
+        units = self.store.unit_stats(self.catalog.layout)
+        g = units_per_window(self.window * self.batch_size, units.active, units.mass)
         if score > CLUSTERED:
             warnings.warn(
                 f"the dataset's row order looks clustered (the units' label mixes differ "
@@ -485,10 +555,36 @@ class ImportanceLoader:
                 "layout once.",
                 stacklevel=3,
             )
+            g = 0
+        latency, bandwidth = first.endpoint_measured()
+        if bandwidth is None and first.fetch_seconds > 0:  # no large transfer to time
+            bandwidth = first.bytes_fetched / first.fetch_seconds
+        if latency is None and first.requests:
+            latency = first.fetch_seconds / first.requests
+        if latency is None or not bandwidth:  # nothing was fetched: nothing to weigh
             self.units = 0
             return
-        units = self.store.unit_stats(self.catalog.layout)
-        self.units = units_per_window(self.window * self.batch_size, units.active, units.mass)
+        endpoint = Endpoint(
+            latency, bandwidth, self.reader_settings.concurrency, self.price_per_request
+        )
+        live = units.mass > 0
+        self.draw_choice = choose_draws(
+            batch_size=self.batch_size, window=self.window, coverage=self._expected_coverage(),
+            row_bytes=self.row_bytes, step_seconds=max(first.step_seconds, 1e-4),
+            endpoint=endpoint, locality_units=g,
+            unit_rows=float(units.active[live].mean()) if live.any() else 0.0,
+        )  # fmt: skip
+        self.units = self.draw_choice.units
+
+    def _expected_coverage(self, sample: int = 100_000) -> float:
+        """The mass share a cache of the budget holds when it keeps the rows of highest q
+        (from the store's q of up to ``sample`` random rows)."""
+        n = len(self.catalog)
+        s = self.reader_settings
+        budget = s.memory_bytes + (s.cache_bytes if s.cache_bytes is not None else 1 << 62)
+        rows = np.random.default_rng(self.seed).choice(n, min(n, sample), replace=False)
+        q = self.store.lookup(np.sort(rows))
+        return expected_coverage(q, np.full(len(q), float(self.row_bytes)), budget, n / len(q))
 
     # -- resume ---------------------------------------------------------------------
 

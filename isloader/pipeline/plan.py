@@ -7,7 +7,9 @@ Two kinds of epoch (docs/architecture.md, "The method"):
   / tar sample) at a time, tasks of about ``window * batch_size`` rows dealt to the
   ranks in turn; rows are shuffled inside each task (the shuffle buffer). Ranks
   with fewer rows repeat their first rows so every rank takes the same number of
-  steps (a DDP requirement);
+  steps (a DDP requirement); or a **permutation**: every row once in a uniformly
+  random order (``permutation_tasks``: random reads, for data that is local or
+  cached);
 - a **sampling** epoch: ``steps`` batches per rank (``N / (B * world)`` by the
   equal-steps convention), in windows of ``window`` batches; each window is one
   task that draws its plan from the store when it runs, seeded by
@@ -28,6 +30,7 @@ import numpy as np
 __all__ = [
     "ReadTask",
     "streaming_tasks",
+    "permutation_tasks",
     "sampling_tasks",
     "skip_rows",
     "units_per_window",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 _STREAM = 0x57
+_PERMUTE = 0x50
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,22 @@ def streaming_tasks(
         pad = tuple(int(i) for i in np.resize(stream, deficit))
         tasks.append(ReadTask(rows=deficit, seed=(seed, epoch, len(tasks), rank), indices=pad))
     return tasks
+
+
+def permutation_tasks(
+    num_samples: int, *, seed: int, epoch: int, rank: int, world: int, rows_per_task: int
+) -> list[ReadTask]:
+    """This rank's tasks of a full random permutation of the rows (each rank the same
+    number of rows; the few left over by ``world`` wait for the next epoch)."""
+    order = np.random.default_rng([seed, epoch, _PERMUTE]).permutation(num_samples)
+    mine = order[rank::world][: num_samples // world]
+    return [
+        ReadTask(
+            rows=len(chunk), seed=(seed, epoch, i, rank), indices=tuple(int(j) for j in chunk),
+            shuffle=False,
+        )
+        for i, chunk in enumerate(np.array_split(mine, max(1, -(-len(mine) // rows_per_task))))
+    ]  # fmt: skip
 
 
 def sampling_tasks(

@@ -7,6 +7,11 @@ queue applies back-pressure rather than dropping updates; a store that hangs
 surfaces as an error, not a stalled step). Reports that queued up while the store
 was busy go out as one update. ``floor`` is added to every measurement (see
 ``ImportanceLoader``'s ``q_floor``).
+
+Idempotent: each update is handed to the store with ``wait=False``, so its request id
+``(client_id, seq)`` is fixed when the report is made and every retry (by the client,
+or by a later ``flush``) carries the same one; a shard that took the first attempt
+recognises the retry and applies it once.
 """
 
 from __future__ import annotations
@@ -61,11 +66,19 @@ class Reporter:
         self.reported += 1
 
     def flush(self) -> None:
-        """Return once every queued report is acknowledged by the store."""
+        """Return once every queued report is acknowledged by the store.
+
+        Raises:
+            The first failure (the failed update stays queued with its request id;
+            the next ``flush`` sends it again).
+        """
         self._sender.flush()
+        self._store.flush()
 
     def close(self) -> None:
+        """Send what is queued, stop the thread, and wait for the store to acknowledge."""
         self._sender.close()
+        self._store.flush()
 
     def _send(self, batch: list[tuple[torch.Tensor, ...]]) -> None:
         """One metric call and one store update for every queued report."""
@@ -73,4 +86,4 @@ class Reporter:
         outputs = torch.cat([o for _, o, _ in batch])
         targets = torch.cat([t for _, _, t in batch])
         q = self._metric(outputs, targets).cpu().double().numpy() + self._floor
-        self._store.update(index.cpu().numpy().astype(np.int64), q)
+        self._store.update(index.cpu().numpy().astype(np.int64), q, wait=False)

@@ -1,18 +1,20 @@
 """The body of a read task, run in a worker process (a Ray worker, or a
 ``torch.utils.data`` worker).
 
-A sampling task waits on the step clock until the trainer is close enough, draws
-its plan from the store *then*, reads the rows through the data-plane reader,
-applies the user transform and returns numpy columns. Readers and store clients
-are kept per worker process, so the memory tier stays warm across the tasks a
-worker runs; once per epoch a process refreshes its disk tier's view of the unit
-masses and pruned rows from the store.
+A sampling task waits on the step clock until the trainer is close enough, draws its
+plan from the store *then*, reads the rows through the data-plane reader (its caches,
+then row-granular fetches), applies the user transform and returns numpy columns.
+Readers and store clients are kept per worker process, so the caches stay warm across
+the tasks a worker runs. With caches and importance sampling, the first sampled task of
+an epoch in each process ranks the caches by the store's current q (pruned rows leave;
+the disk tier does it once per node), and the initialization epoch's streamed rows wait
+in the reader until their q is measured (``ShardReader.settle``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,11 +22,12 @@ import pyarrow as pa
 
 from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ReaderSettings, ShardReader
+from isloader.layout import UnitLayout
 from isloader.pipeline.clock import StepClock
 from isloader.pipeline.plan import ReadTask
 from isloader.store.api import ImportanceStore
 from isloader.store.client import StoreConnection
-from isloader.store.records import Plan, UnitLayout
+from isloader.store.records import Plan
 
 __all__ = ["TaskContext", "CatalogRef", "ReadStats", "run_read_task", "table_to_numpy"]
 
@@ -32,7 +35,7 @@ Transform = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 _READERS: dict[str, ShardReader] = {}
 _STORES: dict[StoreConnection, ImportanceStore] = {}
-_REFRESHED: dict[str, int] = {}
+_RANKED: dict[str, tuple[int, float]] = {}  # loader -> (epoch ranked, mass covered)
 _CLOCK_TIMEOUT = 600.0
 
 
@@ -49,7 +52,9 @@ class TaskContext:
 
     ``store`` is a connection (worker processes connect to it) or, in-process, a
     store object; ``units`` is ``G`` for locality-aware draws (0: independent);
-    ``clock`` and ``prefetch`` bound plan staleness.
+    ``clock`` and ``prefetch`` bound plan staleness; ``caches``: rank the caches by the
+    store's q (importance sampling with caches); ``pending``: hold streamed rows for the
+    caches until their q is measured (the initialization epoch).
     """
 
     loader_id: str
@@ -62,17 +67,22 @@ class TaskContext:
     units: int = 0
     clock: StepClock | None = None
     prefetch: int = 0
-    refresh_importance: bool = False
+    caches: bool = False
+    pending: bool = False
 
     def shard_reader(self) -> ShardReader:
         reader = _READERS.get(self.loader_id)
         if reader is None:
-            catalog = self.catalog
+            catalog, settings = self.catalog, self.reader
             if isinstance(catalog, CatalogRef):
                 import ray
 
                 catalog = ray.get(catalog.ref)
-            reader = _READERS[self.loader_id] = ShardReader(catalog, self.reader)
+                if settings.cache_dir and "{node}" in settings.cache_dir:
+                    node = ray.get_runtime_context().get_node_id()[:16]
+                    directory = settings.cache_dir.replace("{node}", node)
+                    settings = replace(settings, cache_dir=directory)
+            reader = _READERS[self.loader_id] = ShardReader(catalog, settings)
         return reader
 
     def store_client(self) -> ImportanceStore:
@@ -101,12 +111,20 @@ def table_to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
-def _refresh(context: TaskContext, reader: ShardReader, store: ImportanceStore) -> None:
-    """Once per epoch and process: the disk tier learns the unit masses and pruned rows."""
-    if context.layout is None or _REFRESHED.get(context.loader_id) == context.epoch:
-        return
-    reader.set_importance(store.unit_stats(context.layout))
-    _REFRESHED[context.loader_id] = context.epoch
+def _importance(store: ImportanceStore) -> Callable[[np.ndarray], np.ndarray]:
+    """``p_i = q_i / Q`` of the store now (0 for pruned samples), for the caches."""
+    total = max(store.stats().total_mass, 1e-300)
+    return lambda indices: store.lookup(np.asarray(indices, np.int64)) / total
+
+
+def _rank_once(context: TaskContext, reader: ShardReader, importance: Callable) -> float:
+    """Once per epoch and process: rank the caches by the store's q; returns the mass
+    they held then (the hit rate to expect of independent draws)."""
+    ranked = _RANKED.get(context.loader_id)
+    if ranked is None or ranked[0] != context.epoch:
+        covered = reader.rank(context.epoch, importance)
+        ranked = _RANKED[context.loader_id] = (context.epoch, covered)
+    return ranked[1]
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,11 @@ class ReadStats:
     cache_hits: int = 0
     cache_lookups: int = 0
     cache_mass_covered: float = 0.0
+    miss_bytes: int = 0  # stored bytes of the rows that missed every cache
+    fetch_seconds: float = 0.0
+    cached_bytes: int = 0  # what this process's caches hold (disk: the node's)
+    latency: float | None = None  # what the process's fetcher measured
+    bandwidth: float | None = None
 
 
 def run_read_task(
@@ -130,18 +153,23 @@ def run_read_task(
     """
     reader = context.shard_reader()
     before = reader.counters.snapshot()
+    store = context.store_client() if context.store is not None else None
+    importance = _importance(store) if context.caches and store is not None else None
+    covered = 0.0
     if task.count:
         if plan is None:
             if context.clock is not None:
                 context.clock.wait(task.first_step - context.prefetch, _CLOCK_TIMEOUT)
             layout, units = context.layout, context.units
             plan = context.store_client().sample(task.count, task.seed, layout=layout, units=units)
-        if context.refresh_importance:
-            _refresh(context, reader, context.store_client())
-        table = reader.read(plan.indices)
+        if importance is not None:
+            covered = _rank_once(context, reader, importance)
+        table = reader.read(plan.indices, probabilities=plan.probabilities)
         weights = plan.weights
     elif task.units:
-        table = reader.read_units(np.array(task.units))
+        if importance is not None and context.pending:
+            reader.settle(importance)
+        table = reader.read_units(np.array(task.units), pending=context.pending)
         weights = np.ones(table.num_rows)
     else:
         table = reader.read(np.array(task.indices))
@@ -156,12 +184,19 @@ def run_read_task(
     if context.transform is not None:
         columns = context.transform(columns)
     after = reader.counters.snapshot()
-    hits = after["cache_hits"] - before["cache_hits"]
+    delta = {k: after[k] - before[k] for k in after}
+    hits = int(delta["cache_hits"])
+    timing = reader.fetcher.timing
     stats = ReadStats(
-        bytes_fetched=after["bytes_fetched"] - before["bytes_fetched"],
-        requests=after["requests"] - before["requests"],
+        bytes_fetched=int(delta["bytes_fetched"]),
+        requests=int(delta["requests"]),
         cache_hits=hits,
-        cache_lookups=hits + after["cache_misses"] - before["cache_misses"],
-        cache_mass_covered=reader.covered_mass_share() if context.refresh_importance else 0.0,
+        cache_lookups=hits + int(delta["cache_misses"]),
+        cache_mass_covered=covered,
+        miss_bytes=int(delta["miss_bytes"]),
+        fetch_seconds=float(delta["fetch_seconds"]),
+        cached_bytes=reader.cached_bytes(),
+        latency=timing.latency,
+        bandwidth=timing.bandwidth,
     )
     return columns, stats

@@ -77,7 +77,7 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         transform: Transform | None = None,
         cache_dir: str | None = None,
         cache_bytes: int | None = None,
-        memory_bytes: int = 256 << 20,
+        memory_bytes: int = 64 << 20,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         if batch_size < 1 or window < 1 or prefetch < 0:
@@ -158,14 +158,17 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         # a worker reaches the store over its connection (a forked copy of an embedded
         # store would be a stale one); in the trainer's own process, the store itself
         here = self.store if info is None else self._store_connection()
-        store = here if self.mode(epoch) == "sample" else None
+        caches = self.method.sampling == "importance" and (
+            self.reader_settings.memory_bytes > 0
+            or disk_tier_enabled(self.catalog, self.reader_settings)
+        )
+        sample = self.mode(epoch) == "sample"
         layout = self.catalog.layout if self.units else None
         context = TaskContext(
             loader_id=self._id, catalog=self.catalog, reader=self.reader_settings,
-            store=store, transform=self.transform, epoch=epoch, layout=layout,
-            units=self.units, clock=self._clock, prefetch=self.prefetch,
-            refresh_importance=store is not None and layout is not None
-            and disk_tier_enabled(self.catalog, self.reader_settings),
+            store=here if (sample or caches) else None, transform=self.transform, epoch=epoch,
+            layout=layout, units=self.units, clock=self._clock, prefetch=self.prefetch,
+            caches=caches, pending=caches and epoch == 0,
         )  # fmt: skip
         mine = self._tasks(epoch)[worker::workers]
         served = 0  # this worker's batches so far

@@ -59,9 +59,9 @@ from isloader.sender import BackgroundSender
 from isloader.store.api import Seed, seed_sequence
 from isloader.store.limits import MAX_SAMPLE
 from isloader.store.records import Plan, ShardView, TableStats, UnitLayout, UnitStats
-from isloader.store.service import decode_array
 from isloader.store.status import error_for
 from isloader.store.table import prune_threshold
+from isloader.store.wire import decode_array
 
 __all__ = ["StoreClient", "StoreConnection", "TlsConfig"]
 
@@ -128,6 +128,12 @@ class StoreClient:
         retry_budget: seconds to keep retrying a call that found its shard unavailable
             (default 10: a restarting shard is back well within it).
         max_pending: bound of the fire-and-forget queue (default 64 requests).
+        put_timeout: longest ``update(wait=False)`` waits for room in a full queue before
+            raising (default 30 s).
+
+    Raises:
+        InvalidArgumentError: no address, or shards that do not tile ``[0, N)``.
+        StoreUnavailableError: a shard unreachable within the retry budget.
     """
 
     def __init__(
@@ -139,12 +145,13 @@ class StoreClient:
         timeout: float = 10.0,
         retry_budget: float = 10.0,
         max_pending: int = 64,
+        put_timeout: float = 30.0,
     ) -> None:
         if isinstance(addresses, str):
             addresses = [a for a in addresses.split(",") if a]
         if not addresses:
             raise InvalidArgumentError("StoreClient needs at least one shard address")
-        self._args = (list(addresses), token, tls, timeout, retry_budget, max_pending)
+        self._args = (list(addresses), token, tls, timeout, retry_budget, max_pending, put_timeout)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
         self._retry = RetryPolicy(budget=retry_budget, base=0.05, cap=1.0)
@@ -161,14 +168,21 @@ class StoreClient:
             )
             shards.append(_Shard(address, store_pb2_grpc.ImportanceStoreStub(channel), channel))
         self._pool = ThreadPoolExecutor(max(len(shards), 1), thread_name_prefix="isloader-rpc")
-        infos = self._all(shards, "Stats", lambda s: pb.StatsRequest())
-        for shard, info in zip(shards, infos, strict=True):
-            shard.start, shard.stop = info.shard.start, info.shard.stop
-            shard.view = ShardView(info.shard.total_mass, info.shard.active_count)
-        self._shards = sorted(shards, key=lambda s: s.start)
-        self._check_tiling([json.loads(i.shard.config_json or "{}") for i in infos])
+        try:
+            infos = self._all(shards, "Stats", lambda s: pb.StatsRequest())
+            for shard, info in zip(shards, infos, strict=True):
+                shard.start, shard.stop = info.shard.start, info.shard.stop
+                shard.view = ShardView(info.shard.total_mass, info.shard.active_count)
+            self._shards = sorted(shards, key=lambda s: s.start)
+            self._check_tiling([json.loads(i.shard.config_json or "{}") for i in infos])
+        except BaseException:  # nothing is left behind by a client that never was
+            self._pool.shutdown(wait=True)
+            for shard in shards:
+                shard.channel.close()
+            raise
         self._stops = np.array([s.stop for s in self._shards], dtype=np.int64)
         self._max_pending = max_pending
+        self._put_timeout = put_timeout
         self._sender: BackgroundSender[tuple[np.ndarray, np.ndarray, int]] | None = None
 
     def __reduce__(self) -> tuple[Callable[..., StoreClient], tuple[Any, ...]]:
@@ -194,10 +208,18 @@ class StoreClient:
     def update(self, indices: np.ndarray, values: np.ndarray, *, wait: bool = True) -> None:
         """Eq. 8 for each index, on the shards that own them.
 
+        The request id ``(client_id, seq)`` is fixed here; every retry carries it, so a
+        shard applies the update once. ``wait=False`` queues it for the client's sender
+        thread and returns at once while fewer than ``max_pending`` updates are queued;
+        with that many queued (the store slower than the caller, or down) it waits up to
+        ``put_timeout`` seconds for room, then raises without queueing. Nothing queued is
+        dropped: a failure stays queued and ``flush`` sends it again.
+
         Raises:
             InvalidArgumentError, IndexOutOfRangeError: bad input (nothing is sent).
             StoreUnavailableError: a shard stayed unreachable for the retry budget (with
-                ``wait=False``: raised by a later ``update`` or ``flush``).
+                ``wait=False``: raised by a later ``update`` or ``flush``), or no room in
+                the queue within ``put_timeout``.
         """
         indices, values = self._validate(indices, values)
         seq = self._next_seq()
@@ -206,8 +228,9 @@ class StoreClient:
             return
         if self._sender is None:
             self._sender = BackgroundSender(
-                self._send_queued, max_pending=self._max_pending, name="isloader-send"
-            )
+                self._send_queued, max_pending=self._max_pending,
+                put_timeout=self._put_timeout, name="isloader-send",
+            )  # fmt: skip
         self._sender.submit((indices, values, seq))
 
     def flush(self) -> None:
@@ -539,8 +562,8 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _rebuild(*args: Any) -> StoreClient:
-    addresses, token, tls, timeout, retry_budget, max_pending = args
+    addresses, token, tls, timeout, retry_budget, max_pending, put_timeout = args
     return StoreClient(
         addresses, token=token, tls=tls, timeout=timeout, retry_budget=retry_budget,
-        max_pending=max_pending,
+        max_pending=max_pending, put_timeout=put_timeout,
     )  # fmt: skip

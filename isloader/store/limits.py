@@ -15,7 +15,8 @@ __all__ = [
     "MAX_VALUE",
     "MAX_CLIENT_ID",
     "MAX_SEQ",
-    "MAX_SEQ_AHEAD",
+    "MAX_EPOCH_JUMP",
+    "REQUEST_WINDOW",
     "MAX_CLIENTS",
     "MAX_UNITS",
 ]
@@ -25,6 +26,7 @@ MAX_EPOCH = 1 << 40  # epoch numbers
 MAX_VALUE = 1e30  # q, eps: a billion samples at this value still sum to a finite float64
 MAX_CLIENT_ID = 128  # bytes of a client id
 MAX_SEQ = (1 << 63) - 1  # sequence numbers
-MAX_SEQ_AHEAD = 1 << 24  # a seq this far beyond the client's highest is refused
-MAX_CLIENTS = 4096  # clients whose request ids a shard remembers (least recent forgotten)
+MAX_EPOCH_JUMP = 1 << 10  # an epoch-end this far beyond the shard's epoch is refused
+REQUEST_WINDOW = 1 << 16  # seqs a shard remembers per client (8 KiB of bitmap each)
+MAX_CLIENTS = 4096  # clients remembered (least recent forgotten): 32 MiB of bitmaps at most
 MAX_UNITS = 1 << 28  # units in one layout

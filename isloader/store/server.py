@@ -106,7 +106,7 @@ class StoreServer:
             ],
         )
         store_pb2_grpc.add_ImportanceStoreServicer_to_server(
-            ImportanceStoreServicer(self.shard), self._server
+            ImportanceStoreServicer(self.shard, max_bytes), self._server
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -176,6 +176,8 @@ class StoreServer:
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(self.settings.snapshot_interval):
             try:
-                self.shard.snapshot()
+                # a shard that cannot log (its volume full) snapshots anyway: the old log
+                # segments it then drops are what frees the volume
+                self.shard.snapshot(force=not self.shard.writable)
             except Exception:  # keep serving; the next interval retries
                 log.exception("periodic snapshot failed")

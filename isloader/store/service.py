@@ -12,20 +12,13 @@ import numpy as np
 
 from isloader._proto import store_pb2 as pb
 from isloader._proto import store_pb2_grpc
-from isloader.errors import InvalidArgumentError, IsloaderError
+from isloader.errors import IsloaderError, MessageTooLargeError
 from isloader.store.records import ShardView
 from isloader.store.shard import StoreShard
 from isloader.store.status import status_for
+from isloader.store.wire import SAMPLE_REPLY_BYTES, decode_array
 
-__all__ = ["ImportanceStoreServicer", "decode_array"]
-
-
-def decode_array(data: bytes, dtype: str, name: str) -> np.ndarray:
-    """Raw little-endian bytes to a numpy array, rejecting a ragged byte count."""
-    width = np.dtype(dtype).itemsize
-    if len(data) % width:
-        raise InvalidArgumentError(f"{name}: {len(data)} bytes is not a multiple of {width}")
-    return np.frombuffer(data, dtype=dtype)
+__all__ = ["ImportanceStoreServicer"]
 
 
 def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,10 +36,12 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
-    """Serves one ``StoreShard``."""
+    """Serves one ``StoreShard``; ``max_reply_bytes`` is the largest message it may send
+    (a Sample whose reply could not be sent is refused before anything is drawn)."""
 
-    def __init__(self, shard: StoreShard) -> None:
+    def __init__(self, shard: StoreShard, max_reply_bytes: int = 64 << 20) -> None:
         self._shard = shard
+        self._max_reply = max_reply_bytes
         self._config_json = json.dumps(
             {"alpha": shard.config.alpha, "initial_q": shard.config.initial_q}
         )
@@ -73,6 +68,12 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
 
     @_rpc
     def Sample(self, request: pb.SampleRequest, context: grpc.ServicerContext) -> pb.SampleResponse:
+        reply = request.count * SAMPLE_REPLY_BYTES + 4096
+        if reply > self._max_reply:
+            raise MessageTooLargeError(
+                f"{request.count} draws need a {reply:,}-byte reply; the largest this shard "
+                f"sends is {self._max_reply:,} (ask for fewer per call)"
+            )
         plan, view = self._shard.sample(
             request.count,
             request.seed,

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from isloader.errors import RequestInProgressError, SnapshotError, StoreNotWritableError
+from isloader.store.files import LOCAL_FILES, FileOps
 from isloader.store.metrics import ShardMetrics
 from isloader.store.records import Plan, ShardView, TableStats, UnitStats
 from isloader.store.snapshot import SNAPSHOTS_KEPT, read_latest_snapshot, write_snapshot
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _UPDATE, _END_EPOCH, _PRUNE, _READMIT, _RESET = 1, 2, 3, 4, 5
 _METHODS = {_END_EPOCH: "end_epoch", _PRUNE: "prune", _READMIT: "readmit", _RESET: "reset"}
+_KINDS = (_UPDATE, *_METHODS)
 _REQUEST = struct.Struct("<QH")  # seq, len(client_id)
 
 
@@ -59,11 +61,13 @@ class _Pending(NamedTuple):
 
 @dataclass(frozen=True)
 class Durability:
-    """Where a shard keeps its state: snapshots (any fsspec URI) and the WAL (local dir)."""
+    """Where a shard keeps its state: snapshots (any fsspec URI) and the WAL (local dir);
+    ``files``: the filesystem calls for local files (recorded by the crash checker)."""
 
     snapshot_uri: str | None = None
     wal_dir: str | None = None
     storage_options: dict[str, Any] | None = None
+    files: FileOps = LOCAL_FILES
 
 
 class StoreShard:
@@ -113,9 +117,10 @@ class StoreShard:
                 "the log aside to start from what remains"
             )
         if d.wal_dir:
-            self._wal = WriteAheadLog(d.wal_dir)
+            self._wal = WriteAheadLog(d.wal_dir, files=d.files)
             if replay:
-                replayed = sum(1 for _ in map(self._replay, self._wal.replay(first_segment)))
+                records = self._wal.replay(first_segment, frozenset(_KINDS))
+                replayed = sum(1 for _ in map(self._replay, records))
                 log.info("replayed %d write-ahead log records", replayed)
         self._inline = apply_inline  # the caller is a background thread already
         if not apply_inline:
@@ -231,19 +236,40 @@ class StoreShard:
     def reset(self) -> None:
         self._change(_RESET, "reset")
 
-    def snapshot(self) -> str | None:
-        """Write a snapshot if anything changed since the last one; returns its path."""
+    def snapshot(self, *, force: bool = False) -> str | None:
+        """Write a snapshot if anything changed since the last one (or ``force``: a shard
+        whose log volume is full frees it by snapshotting and dropping old segments);
+        returns its path.
+
+        A barrier first: under the lock, every logged record is made durable and
+        applied, then the state is copied and the log rolled, so the records before the
+        new segment are exactly those in the snapshot (an update logged but not yet
+        synced would otherwise land in the old segment, behind the snapshot's replay
+        point, and in neither).
+
+        Raises:
+            StoreNotWritableError: the log could not be made durable (no snapshot).
+            SnapshotError: the snapshot could not be written (the log keeps everything).
+        """
         d = self.durability
         if not d.snapshot_uri:
             return None
         with self._snapshot_lock:
-            with self._settled():
-                if self._table.version == self._snapshot_version:
+            with self._lock:
+                if self._wal is not None:
+                    if self._wal.broken:
+                        self._wal.recover()  # a fresh segment: nothing unsynced is pending
+                    self._sync_locked()
+                self._apply_backlog()
+                if self._table.version == self._snapshot_version and not force:
                     return None
                 state = self._table.export_state()
                 if self._wal is not None:
                     state.meta["wal_segment"] = self._wal.roll()
-            path = write_snapshot(d.snapshot_uri, state, d.storage_options)
+            try:
+                path = write_snapshot(d.snapshot_uri, state, d.storage_options, files=d.files)
+            except OSError as exc:  # the log rolled, but keeps every segment: nothing lost
+                raise SnapshotError(f"{d.snapshot_uri}: snapshot not written ({exc})") from exc
             self._snapshot_version = int(state.meta["version"])
             if self._wal is not None:
                 # keep the log back to the oldest snapshot kept, so a damaged newest one
@@ -273,10 +299,9 @@ class StoreShard:
 
     def _apply_backlog(self) -> None:
         """Apply the durable prefix of the backlog, in log order (under the lock)."""
-        synced = self._wal.synced if self._wal is not None else 0
         done = 0
         for entry in self._backlog:
-            if entry.ticket is not None and entry.ticket > synced:
+            if entry.ticket is not None and not self._wal.durable(entry.ticket):
                 break  # not durable yet: it and everything after it wait
             self._table.apply_update(entry.local, entry.values)
             if entry.request is not None:
@@ -287,9 +312,9 @@ class StoreShard:
             del self._backlog[:done]
 
     def _durable_request(self, request: tuple[str, int]) -> bool:
-        synced = self._wal.synced if self._wal is not None else 0
         return any(
-            e.request == request and (e.ticket is None or e.ticket <= synced) for e in self._backlog
+            e.request == request and (e.ticket is None or self._wal.durable(e.ticket))
+            for e in self._backlog
         )
 
     def _append(self, kind: int, payload: bytes) -> int:
@@ -310,14 +335,20 @@ class StoreShard:
         return ticket
 
     def _drop_unlogged(self) -> None:
-        """After a log failure (under the lock): forget what was never durable."""
-        synced = self._wal.synced if self._wal is not None else 0
-        kept = [e for e in self._backlog if e.ticket is None or e.ticket <= synced]
+        """After a log failure (under the lock): forget the records the log lost (their
+        writers are told they failed; the log has taken them back). Only those: a writer
+        told late may come here after the log recovered, when newer records are merely
+        waiting for their fsync and must stay."""
+        kept = []
         for entry in self._backlog:
-            if entry not in kept and entry.request is not None:
-                self._in_flight.discard(entry.request)
+            if entry.ticket is not None and self._wal.failed(entry.ticket):
+                if entry.request is not None:
+                    self._in_flight.discard(entry.request)
+            else:
+                kept.append(entry)
         self._backlog = kept
-        self._set_writable(False)
+        if self._wal.broken:
+            self._set_writable(False)
 
     def _set_writable(self, writable: bool) -> None:
         if writable != self._writable:
@@ -348,10 +379,11 @@ class StoreShard:
             return self._apply(method, kwargs)
 
     def _sync_locked(self) -> None:
-        """Make everything logged durable, under the lock (epoch-level changes only)."""
+        """Make everything logged durable, under the lock (snapshots, epoch-level
+        changes)."""
         assert self._wal is not None
         try:
-            self._wal.sync(self._wal.written)
+            self._wal.sync_all()
         except StoreNotWritableError:
             self._drop_unlogged()
             raise
@@ -379,14 +411,7 @@ class StoreShard:
             indices, values, client_id, seq = _decode_update(payload)
             self._table.update(indices, values, request=(client_id, seq) if client_id else None)
         else:
-            methods = {
-                _END_EPOCH: "end_epoch",
-                _PRUNE: "prune",
-                _READMIT: "readmit",
-                _RESET: "reset",
-            }
-            method = methods[kind]
-            self._apply(method, json.loads(payload))
+            self._apply(_METHODS[kind], json.loads(payload))
 
     def _sync(self, ticket: int | None) -> None:
         """Wait (outside the lock) until ``ticket`` is durable.

@@ -18,17 +18,23 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import uuid
 from typing import Any
 
 import fsspec
 import numpy as np
 
 from isloader.errors import SnapshotError
+from isloader.store.files import LOCAL_FILES, FileOps
 from isloader.store.records import TableState
 
-__all__ = ["write_snapshot", "read_latest_snapshot", "list_snapshots", "SNAPSHOTS_KEPT"]
+__all__ = [
+    "write_snapshot",
+    "read_latest_snapshot",
+    "list_snapshots",
+    "save_table",
+    "restore_table",
+    "SNAPSHOTS_KEPT",
+]
 
 SNAPSHOTS_KEPT = 2
 
@@ -38,14 +44,15 @@ def _fs(uri: str, storage_options: dict[str, Any] | None) -> tuple[fsspec.Abstra
     return fs, path.rstrip("/")
 
 
-def _put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    if "file" in fs.protocol or "local" in fs.protocol:
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+def _local(fs: fsspec.AbstractFileSystem) -> bool:
+    return "file" in fs.protocol or "local" in fs.protocol
+
+
+def _put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes, files: FileOps) -> None:
+    """Local: a temporary file, fsynced, renamed, the directory fsynced (``FileOps``);
+    object stores: one PUT, which is atomic."""
+    if _local(fs):
+        files.write_atomic(path, data)
     else:
         fs.pipe_file(path, data)
 
@@ -66,7 +73,11 @@ def list_snapshots(uri: str, storage_options: dict[str, Any] | None = None) -> l
 
 
 def write_snapshot(
-    uri: str, state: TableState, storage_options: dict[str, Any] | None = None
+    uri: str,
+    state: TableState,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    files: FileOps = LOCAL_FILES,
 ) -> str:
     """Write ``state`` under directory ``uri``; returns the data object's path."""
     fs, root = _fs(uri, storage_options)
@@ -77,11 +88,16 @@ def write_snapshot(
     data = buffer.getvalue()
     version = int(state.meta["version"])
     stem = f"{root}/snapshot-{version:016d}"
-    _put_atomic(fs, f"{stem}.npz", data)
+    _put_atomic(fs, f"{stem}.npz", data, files)
     marker = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "version": version}
-    _put_atomic(fs, f"{stem}.complete", json.dumps(marker).encode())
+    _put_atomic(fs, f"{stem}.complete", json.dumps(marker).encode(), files)
     for old in list_snapshots(uri, storage_options)[:-SNAPSHOTS_KEPT]:
-        fs.rm([f"{root}/snapshot-{old:016d}.complete", f"{root}/snapshot-{old:016d}.npz"])
+        names = [f"{root}/snapshot-{old:016d}.complete", f"{root}/snapshot-{old:016d}.npz"]
+        if _local(fs):
+            for name in names:  # the marker first: a half-removed snapshot is incomplete
+                files.unlink(name)
+        else:
+            fs.rm(names)
     return f"{stem}.npz"
 
 
@@ -134,3 +150,21 @@ def _read(fs: fsspec.AbstractFileSystem, stem: str) -> TableState:
     with np.load(io.BytesIO(data)) as arrays:
         meta = json.loads(arrays["meta"].tobytes().decode())
         return TableState(arrays["q"], arrays["seen"], arrays["pruned"], meta)
+
+
+def save_table(table: Any, uri: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Snapshot an ``ImportanceTable`` under directory ``uri``; returns the data's path."""
+    return write_snapshot(uri, table.export_state(), storage_options)
+
+
+def restore_table(table: Any, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Load the newest complete snapshot under ``uri`` into ``table``.
+
+    Raises:
+        SnapshotError: there is none, or it cannot stand in.
+        SnapshotMismatchError: it was taken of another table.
+    """
+    state = read_latest_snapshot(uri, storage_options)
+    if state is None:
+        raise SnapshotError(f"{uri}: no complete snapshot found")
+    table.load_state(state)

@@ -38,14 +38,19 @@ from isloader.errors import (
     IndexOutOfRangeError,
     InvalidArgumentError,
     MessageTooLargeError,
-    SnapshotError,
     SnapshotMismatchError,
     UnknownLayoutError,
 )
-from isloader.store.limits import MAX_EPOCH, MAX_SAMPLE, MAX_UNITS, MAX_VALUE
+from isloader.store.limits import (
+    MAX_EPOCH,
+    MAX_EPOCH_JUMP,
+    MAX_SAMPLE,
+    MAX_UNITS,
+    MAX_VALUE,
+    REQUEST_WINDOW,
+)
 from isloader.store.records import Plan, ShardView, TableState, TableStats, UnitStats
 from isloader.store.requests import RequestLog
-from isloader.store.snapshot import read_latest_snapshot, write_snapshot
 from isloader.store.sumtree import SumTree
 
 __all__ = ["TableConfig", "ImportanceTable", "prune_threshold", "STATE_FORMAT"]
@@ -137,7 +142,7 @@ class ImportanceTable:
     vectorised pass. The running total is kept exactly at every refresh.
     """
 
-    def __init__(self, config: TableConfig, *, request_window: int = 65536) -> None:
+    def __init__(self, config: TableConfig, *, request_window: int = REQUEST_WINDOW) -> None:
         self.config = config
         n = config.size
         self._tree = SumTree(n)
@@ -370,20 +375,38 @@ class ImportanceTable:
             raise UnknownLayoutError(f"unit layout {layout!r} is not registered") from None
 
     def check_end_epoch(self, epoch: int, eps: float) -> None:
-        """Raise what ``end_epoch`` would raise, changing nothing."""
+        """Raise what ``end_epoch`` would raise, changing nothing: an ``eps`` that would
+        push a q past ``MAX_VALUE`` (the snapshot could no longer be loaded), an epoch
+        more than ``MAX_EPOCH_JUMP`` beyond this table's (every later epoch-end would be
+        ignored as already done)."""
         _check_eps("eps", eps)
-        _check_epoch(epoch)
+        epoch = _check_epoch(epoch)
+        if epoch > self._epoch + MAX_EPOCH_JUMP:
+            raise InvalidArgumentError(
+                f"epoch {epoch} is more than {MAX_EPOCH_JUMP} beyond the store's ({self._epoch})"
+            )
+        if eps and self._active:
+            self._refresh()
+            top = float(self._q[~self._pruned].max())
+            if top + eps > MAX_VALUE:
+                raise InvalidArgumentError(
+                    f"eps {eps:g} would push q past {MAX_VALUE:g} (largest q {top:g})"
+                )
 
     def check_prune(self, threshold: float, epoch: int | None) -> None:
         _check_eps("threshold", threshold)
-        if epoch is not None:
-            _check_epoch(epoch)
+        self._check_epoch_jump(epoch)
 
     def check_readmit(self, fraction: float, epoch: int | None) -> None:
         if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
             raise InvalidArgumentError(f"readmit fraction must be in [0, 1], got {fraction}")
-        if epoch is not None:
-            _check_epoch(epoch)
+        self._check_epoch_jump(epoch)
+
+    def _check_epoch_jump(self, epoch: int | None) -> None:
+        if epoch is not None and _check_epoch(epoch) > self._epoch + MAX_EPOCH_JUMP:
+            raise InvalidArgumentError(
+                f"epoch {epoch} is more than {MAX_EPOCH_JUMP} beyond the store's ({self._epoch})"
+            )
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
         """Alg. 1 line 13, once per epoch number: ``q += eps`` on every active sample."""
@@ -473,7 +496,7 @@ class ImportanceTable:
             histogram_edges=tuple(float(e) for e in edges),
         )
 
-    # -- persistence (the bytes are written by isloader.store.snapshot) --------
+    # -- persistence (the bytes: isloader.store.snapshot.save_table / restore_table) --
 
     def export_state(self) -> TableState:
         """A consistent copy of the whole state, cheap enough to take under a lock."""
@@ -516,17 +539,6 @@ class ImportanceTable:
         self._version = int(meta["version"])
         self._requests = RequestLog.from_dict(meta["requests"], self._requests.window)
         self._rebuild()
-
-    def snapshot(self, uri: str, storage_options: dict | None = None) -> str:
-        """Write a snapshot under directory ``uri`` (any fsspec URI); returns its path."""
-        return write_snapshot(uri, self.export_state(), storage_options)
-
-    def restore(self, uri: str, storage_options: dict | None = None) -> None:
-        """Load the newest complete snapshot under ``uri``."""
-        state = read_latest_snapshot(uri, storage_options)
-        if state is None:
-            raise SnapshotError(f"{uri}: no complete snapshot found")
-        self.load_state(state)
 
     # -- internals -----------------------------------------------------------
 

@@ -1,242 +1,156 @@
-from isloader.data.cache import ByteLRU
+"""The row caches: one admission rule by importance per byte, a node's disk tier shared
+by processes and bounded by the bytes it stores, the initialization epoch's fill, and a
+hit rate that is the mass the cache covers."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from isloader.data.catalog import ShardCatalog
+from isloader.data.convert import convert_parquet
+from isloader.data.lru import ByteLRU
+from isloader.data.reader import ShardReader
+from isloader.data.rowcache import DiskRows, MemoryRows, RowCodec, admit
 
 
-def test_byte_budget_is_kept_and_recent_entries_stay() -> None:
-    cache = ByteLRU(100)
-    for i in range(20):
-        cache.put(i, f"v{i}", 10)
-        assert cache.nbytes <= 100
-    assert cache.get(19) == "v19"
-    assert cache.get(0) is None
-    cache.put("huge", "x", 101)  # larger than the whole budget: not cached
-    assert cache.get("huge") is None
-
-
-def test_a_stream_of_one_off_reads_does_not_evict_the_hot_set() -> None:
+def test_byte_lru_keeps_its_budget_and_the_hot_set() -> None:
     cache = ByteLRU(100, protected_share=0.6)
-    for key in ("hot1", "hot2", "hot3"):
-        cache.put(key, key, 10)
-        assert cache.get(key) == key  # second touch: protected
-    for i in range(100):  # cold reads, each seen once
-        cache.put(("cold", i), i, 10)
-    assert [cache.get(k) for k in ("hot1", "hot2", "hot3")] == ["hot1", "hot2", "hot3"]
-    assert cache.nbytes <= 100
+    cache.put("hot", "h", 30)
+    assert cache.get("hot") == "h"  # a second touch protects it
+    for i in range(20):  # a stream of one-off entries
+        cache.put(i, i, 20)
+    assert cache.get("hot") == "h" and cache.nbytes <= 100
+    cache.put("hot", "H", 40)
+    assert cache.get("hot") == "H" and cache.nbytes <= 100
 
 
-def test_replacing_a_key_keeps_the_byte_count_exact() -> None:
-    cache = ByteLRU(100)
-    cache.put("a", 1, 30)
-    cache.get("a")
-    cache.put("a", 2, 50)
-    assert cache.get("a") == 2
-    assert cache.nbytes == 50
+def test_the_codec_round_trips_every_kind_of_column() -> None:
+    table = pa.table(
+        {
+            "blob": pa.array([b"a" * 10, None, b""], pa.binary()),
+            "big": pa.array([b"x", b"yy", None], pa.large_binary()),
+            "text": ["é", None, "c"],
+            "i8": pa.array([1, -2, None], pa.int8()),
+            "u64": pa.array([1, 2, 2**63], pa.uint64()),
+            "f32": pa.array([0.5, None, -1.0], pa.float32()),
+            "vec": pa.array([[1.0, 2.0], None, []], pa.list_(pa.float32())),
+            "ids": pa.array([[1], [2, 3], None], pa.list_(pa.int64())),
+            "flag": [True, False, None],
+            "pair": pa.array([{"a": 1}, None, {"a": 3}]),
+            "when": pa.array([1, 2, None], pa.timestamp("ms", tz="UTC")),
+        }
+    )
+    codec = RowCodec(table.schema)
+    rows = codec.encode(table)
+    assert len(rows) == 3
+    assert codec.decode(rows).equals(table)
+    assert codec.decode([rows[2], rows[0]]).equals(table.take([2, 0]))
 
 
-# -- the node's disk tier --------------------------------------------------------------
-
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import pickle  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pytest  # noqa: E402
-
-from isloader.data.cache import UnitCache  # noqa: E402
-from isloader.data.catalog import INDEX_NAME, ShardCatalog  # noqa: E402
-from isloader.data.reader import ReaderSettings, ShardReader  # noqa: E402
-from isloader.errors import InvalidArgumentError  # noqa: E402
-from isloader.store.records import UnitStats  # noqa: E402
-from tests.data.shards import write_parquet_shards, write_webdataset_shards  # noqa: E402
+def test_admit_takes_the_densest_offers_and_evicts_only_less_dense_rows() -> None:
+    cached = iter([(10, 0.1, 50), (11, 0.5, 50), (12, 0.9, 50)])  # lowest density first
+    admitted, evicted = admit([(1, 0.7, 40), (2, 0.3, 60), (3, 0.05, 10)], free=20, victims=cached)
+    assert admitted == [1] and evicted == [10]  # 0.3 would have to evict 0.5: refused
+    admitted, evicted = admit([(4, 1.0, 10)], free=10, victims=iter([]))
+    assert admitted == [4] and evicted == []
 
 
-def _table(rows: int, width: int = 100) -> pa.Table:
-    return pa.table({"payload": [b"x" * width] * rows, "__row": np.arange(rows, dtype=np.int32)})
+@pytest.mark.parametrize("tier", ["memory", "disk"])
+def test_a_tier_keeps_the_rows_of_highest_density_within_its_budget(tmp_path, tier) -> None:
+    rng = np.random.default_rng(0)
+    limit = 60_000
+    rows = [rng.bytes(900) for _ in range(400)]
+    density = rng.lognormal(0, 1, 400)
+    cache = MemoryRows(limit) if tier == "memory" else DiskRows(str(tmp_path / "r.rows"), limit)
+    for start in range(0, 400, 50):  # offered in rounds, as windows are read
+        chunk = slice(start, start + 50)
+        cache.offer(list(range(400))[chunk], rows[chunk], density[chunk])
+    held = set(cache.indices().tolist())
+    assert 0 < cache.nbytes <= limit
+    top = set(np.argsort(-density)[: len(held)].tolist())
+    assert len(held & top) >= 0.9 * len(held)  # the densest (a few ties at the edge)
+    got = cache.get(np.array(sorted(held)[:5]))
+    assert all(got[i] == rows[i] for i in got)
+    pruned = np.array(sorted(held)[::2])
+    gone = np.zeros(400)
+    gone[list(held)] = 1.0
+    gone[pruned] = 0.0  # density 0: pruned
+    if tier == "memory":
+        cache.rank(lambda idx: gone[idx])
+    else:
+        assert cache.rank(1, lambda idx: gone[idx])
+        assert not cache.rank(1, lambda idx: gone[idx])  # once per epoch for the node
+    assert not set(pruned.tolist()) & set(cache.indices().tolist())
 
 
-def _unit_cache(tmp_path, limit: int, mass: np.ndarray) -> UnitCache:
-    return UnitCache(tmp_path / "c", limit, key_for=lambda u: "k", default_mass=mass)
+def _offer_from_another_process(path: str, limit: int, start: int) -> None:
+    cache = DiskRows(path, limit)
+    rng = np.random.default_rng(start)
+    for k in range(10):
+        base = start + 20 * k
+        cache.offer(list(range(base, base + 20)), [rng.bytes(500) for _ in range(20)],
+                    rng.random(20) + 0.1)  # fmt: skip
+    cache.close()
 
 
-def test_unit_cache_keeps_the_units_of_highest_mass_per_byte(tmp_path) -> None:
-    mass = np.array([1.0, 5.0, 2.0, 9.0, 0.5])
-    cache = _unit_cache(tmp_path, limit=10**9, mass=mass)
-    cache.put(0, _table(10))
-    size = cache.nbytes
-    cache = _unit_cache(tmp_path / "b", limit=3 * size, mass=mass)
-    for unit in range(5):
-        cache.put(unit, _table(10))
-    held = sorted(e.unit for e in cache._entries())
-    assert held == [1, 2, 3]  # the three heaviest; 0 and 4 rejected or evicted
-    assert cache.nbytes <= 3 * size
-    assert cache.covered_mass_share() == pytest.approx((5 + 2 + 9) / mass.sum())
-    cache.set_mass(np.array([1.0, 5.0, 0.1, 9.0, 8.0]))  # an epoch later: unit 4 matters
-    assert cache.put(4, _table(10)) and not cache.put(0, _table(10))
-    assert sorted(e.unit for e in cache._entries()) == [1, 3, 4]
-
-
-def test_rewriting_a_unit_replaces_it_and_the_size_counts_it_once(tmp_path) -> None:
-    cache = _unit_cache(tmp_path, limit=10**9, mass=np.ones(3))
-    cache.put(1, _table(10))
-    first = cache.nbytes
-    cache.put(1, _table(10))
-    assert cache.nbytes == first
-    assert cache.get(1).num_rows == 10 and cache.get(2) is None
-    assert (cache.counters.hits, cache.counters.misses) == (1, 1)
-
-
-def _hammer(directory: str, limit: int, seed: int, errors) -> None:
-    rng = np.random.default_rng(seed)
-    cache = UnitCache(directory, limit, key_for=lambda u: "k", default_mass=rng.random(40))
-    try:
-        for _ in range(300):
-            unit = int(rng.integers(0, 40))
-            if rng.random() < 0.5:
-                cache.put(unit, _table(int(rng.integers(1, 50))))
-            else:
-                table = cache.get(unit)
-                if table is not None:
-                    assert table.column("__row").to_pylist() == list(range(table.num_rows))
-    except Exception as exc:  # reported to the parent
-        errors.put(repr(exc))
-
-
-def test_two_processes_share_one_directory_without_breaking_each_other(tmp_path) -> None:
+def test_processes_share_one_disk_tier_and_its_budget(tmp_path) -> None:
+    path, limit = str(tmp_path / "shared.rows"), 40_000
+    cache = DiskRows(path, limit)
+    cache.remember_schema(pa.schema([("raw", pa.binary())]))
     ctx = multiprocessing.get_context("spawn")
-    errors = ctx.Queue()
-    limit = 20_000
-    procs = [
-        ctx.Process(target=_hammer, args=(str(tmp_path / "c"), limit, s, errors)) for s in (1, 2)
-    ]
+    procs = [ctx.Process(target=_offer_from_another_process, args=(path, limit, s))
+             for s in (0, 10_000)]  # fmt: skip
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0]
-    assert errors.empty(), errors.get()
-    files = list((tmp_path / "c").glob("*.arrow"))
-    assert sum(f.stat().st_size for f in files) <= limit
-    assert not list((tmp_path / "c").glob(".tmp-*"))  # no half-written unit left
+        p.join(60)
+        assert p.exitcode == 0
+    assert 0 < cache.nbytes <= limit and len(cache) > 0
+    held = cache.indices()
+    assert set(held.tolist()) <= set(range(200)) | set(range(10_000, 10_200))
+    assert DiskRows(path, limit).schema() == pa.schema([("raw", pa.binary())])  # any process
 
 
-def _s3_reader(uri: str, options: dict, tmp_path, **settings) -> ShardReader:
-    catalog = ShardCatalog.build(uri, storage_options=options)
-    return ShardReader(catalog, cache_dir=str(tmp_path / "cache"), memory_bytes=0, **settings)
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[ShardCatalog, np.ndarray]:
+    """6,000 rows of 2 KB; q lognormal (sigma 1) in random row order."""
+    root = tmp_path_factory.mktemp("rows")
+    rng = np.random.default_rng(0)
+    n = 6000
+    table = pa.table({"raw": [rng.bytes(2000) for _ in range(n)], "y": rng.integers(0, 10, n)})
+    (root / "src").mkdir()
+    pq.write_table(table, root / "src" / "t.parquet")
+    catalog = convert_parquet(str(root / "src"), str(root / "conv"), rows_per_shard=2000)
+    return catalog, rng.lognormal(0, 1, n)
 
 
-def test_a_unit_fetched_in_a_merged_read_hits_when_read_alone(s3_bucket, tmp_path) -> None:
-    uri, options = s3_bucket
-    write_parquet_shards(f"{uri}/d", 200, shards=1, rows_per_group=20, options=options)
-    first = _s3_reader(f"{uri}/d", options, tmp_path)
-    first.read(np.array([0, 25, 45]))  # units 0, 1, 2: adjacent, one merged request
-    second = _s3_reader(f"{uri}/d", options, tmp_path)
-    second.read(np.array([27]))  # unit 1 alone
-    assert second.counters.bytes_fetched == 0 and second.counters.cache_hits == 1
-
-
-def test_pruned_rows_are_dropped_from_cached_units(s3_bucket, tmp_path) -> None:
-    uri, options = s3_bucket
-    full = write_parquet_shards(f"{uri}/d", 100, shards=1, rows_per_group=50, options=options)
-    reader = _s3_reader(f"{uri}/d", options, tmp_path)
-    pruned = np.zeros(100, bool)
-    pruned[::2] = True  # every even row
-    layout = reader.catalog.layout
-    reader.set_importance(UnitStats(0, np.ones(len(layout)), np.full(len(layout), 25), pruned))
-    got = reader.read(np.array([1, 3, 51]))
-    assert got.column("x").to_pylist() == full.column("x").take([1, 3, 51]).to_pylist()
-    cached = [e for e in reader._disk_cache(None)._entries()]
-    tables = [pa.ipc.open_file(pa.memory_map(str(e.path))).read_all() for e in cached]
-    assert sorted(t.num_rows for t in tables) == [25, 25]
-    again = _s3_reader(f"{uri}/d", options, tmp_path)
-    again.read(np.array([5, 7]))  # active rows: served from the disk tier
-    assert again.counters.bytes_fetched == 0
-    again.read(np.array([4]))  # a pruned (then readmitted) row: fetched
-    assert again.counters.requests >= 1
-    assert again.read(np.array([4])).column("x").to_pylist() == [2.0]
-
-
-def test_a_rewritten_shard_invalidates_its_cached_units(s3_bucket, tmp_path) -> None:
-    uri, options = s3_bucket
-    write_parquet_shards(f"{uri}/d", 100, shards=1, rows_per_group=10, options=options)
-    _s3_reader(f"{uri}/d", options, tmp_path).read(np.arange(0, 100, 10))
-    write_parquet_shards(f"{uri}/d", 100, shards=1, rows_per_group=20, options=options)
-    fresh = _s3_reader(f"{uri}/d", options, tmp_path)  # re-indexed: new etag
-    fresh.read(np.array([3]))
-    assert fresh.counters.cache_hits == 0 and fresh.counters.bytes_fetched > 0
-
-
-def test_a_long_lived_reader_notices_a_same_size_rewrite(s3_bucket, tmp_path) -> None:
-    import s3fs
-
-    from isloader.errors import ShardChangedError
-
-    uri, options = s3_bucket
-    write_parquet_shards(f"{uri}/d", 100, shards=1, rows_per_group=10, options=options)
-    reader = _s3_reader(f"{uri}/d", options, tmp_path, verify_every=0.0)
-    reader.read(np.array([1]))
-    fs = s3fs.S3FileSystem(**options)
-    data = bytearray(fs.cat_file(f"{uri}/d/part-000.parquet"))
-    data[4:8] = b"\0\0\0\0"  # same size, other bytes: another etag
-    fs.pipe_file(f"{uri}/d/part-000.parquet", bytes(data))
-    with pytest.raises(ShardChangedError):
-        reader.read(np.array([95]))
-
-
-def test_readers_pickle_with_every_setting(tmp_path) -> None:
-    uri = str(tmp_path / "d")
-    write_parquet_shards(uri, 50, shards=1, rows_per_group=10)
-    settings = ReaderSettings(
-        columns=("x",), memory_bytes=123, cache_dir=str(tmp_path / "c"), cache_bytes=456,
-        cache_local=True, merge_gap=7, verify=False, verify_every=3.0,
-    )  # fmt: skip
-    copy = pickle.loads(pickle.dumps(ShardReader(ShardCatalog.build(uri), settings)))
-    assert copy.settings == settings
-    assert copy._fetcher.verify is False and copy._memory.capacity == 123
-
-
-def test_webdataset_units_are_runs_of_samples_read_in_one_request(tmp_path) -> None:
-    uri = str(tmp_path / "w")
-    written = write_webdataset_shards(uri, 60, shards=2)
-    catalog = ShardCatalog.build(uri, unit_samples=8)
-    assert catalog.num_units == 8  # 30 samples per tar: 8 + 8 + 8 + 6, twice
-    assert catalog.unit_rows.tolist() == [8, 8, 8, 6] * 2
-    reader = ShardReader(catalog)
-    rows = reader.read(np.array([9, 10, 11])).to_pylist()
-    assert [r["bin"] for r in rows] == [written[i]["bin"] for i in (9, 10, 11)]
-    assert reader.counters.requests == 1  # one unit, one range
-    assert catalog.nbytes / len(catalog) <= 16
-
-
-def test_catalog_paths_cannot_leave_the_dataset_root(tmp_path) -> None:
-    uri = str(tmp_path / "d")
-    write_parquet_shards(uri, 20, shards=1, rows_per_group=10)
-    ShardCatalog.build(uri).save()
-    index = tmp_path / "d" / INDEX_NAME
-    document = json.loads(index.read_text())
-    document["shards"][0]["path"] = "../../etc/passwd"
-    index.write_text(json.dumps(document))
-    with pytest.raises(InvalidArgumentError, match="leaves the dataset root"):
-        ShardCatalog.load(uri)
-
-
-def test_version_1_indexes_still_load_or_say_to_reindex(tmp_path) -> None:
-    uri = str(tmp_path / "d")
-    full = write_parquet_shards(uri, 40, shards=2, rows_per_group=10)
-    v1 = {
-        "version": 1,
-        "format": "parquet",
-        "shards": [
-            {"path": f"part-00{s}.parquet", "size": (tmp_path / "d" / f"part-00{s}.parquet")
-             .stat().st_size, "fingerprint": "", "num_rows": 20, "row_groups": [10, 10],
-             "samples": []}
-            for s in (0, 1)
-        ],
-    }  # fmt: skip
-    (tmp_path / "d" / INDEX_NAME).write_text(json.dumps(v1))
-    catalog = ShardCatalog.load(uri)
-    got = ShardReader(catalog).read(np.array([0, 39]))
-    assert got.column("x").to_pylist() == full.column("x").take([0, 39]).to_pylist()
-    v1["format"] = "webdataset"
-    (tmp_path / "d" / INDEX_NAME).write_text(json.dumps(v1))
-    with pytest.raises(InvalidArgumentError, match="isloader index"):
-        ShardCatalog.load(uri)
+@pytest.mark.parametrize("share", [0.5, 0.25])
+def test_the_init_epoch_fills_the_cache_with_the_highest_q_and_hits_follow_the_mass(
+    dataset, tmp_path, share
+) -> None:
+    catalog, q = dataset
+    n = len(catalog)
+    p = q / q.sum()
+    row = 2000 + 40  # stored bytes of a row, about
+    reader = ShardReader(catalog, memory_bytes=0, cache_dir=str(tmp_path), cache_local=True,
+                         cache_bytes=int(share * n * row))  # fmt: skip
+    for unit in np.random.default_rng(1).permutation(catalog.num_units):  # a streaming pass
+        reader.read_units(np.array([unit]), ["raw", "y"], pending=True)
+        reader.settle(lambda idx: p[idx])  # measured by now: all but the last 3 tasks
+    covered = reader.rank(1, lambda idx: p[idx])
+    held = len(reader._tiers[("raw", "y")].disk)
+    best = np.sort(p)[::-1][:held].sum()
+    assert covered == pytest.approx(best, abs=0.02)  # the highest q it saw
+    assert covered >= (0.8 if share == 0.5 else 0.6)  # lognormal sigma 1
+    reader.counters.__init__()
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        draws = rng.choice(n, 512, p=p)
+        reader.read(draws, ["raw", "y"], probabilities=p[draws])
+    assert abs(reader.counters.cache_hit_rate - covered) < 0.05
+    assert reader.counters.read_amplification < 1.25

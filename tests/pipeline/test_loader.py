@@ -28,10 +28,13 @@ def dataset(tmp_path) -> str:
     return uri
 
 
-def train_epoch(loader: ImportanceLoader, model: torch.nn.Module, epoch: int) -> list[np.ndarray]:
+def train_epoch(
+    loader: ImportanceLoader, model: torch.nn.Module, epoch: int, step_ms: float = 0.0
+) -> list[np.ndarray]:
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     batches = []
     for batch in loader.epoch(epoch):
+        time.sleep(step_ms / 1000)  # an accelerator's share of the step
         out = model(batch["feat"])
         loss = (batch["weight"] * F.cross_entropy(out, batch["label"], reduction="none")).mean()
         opt.zero_grad()
@@ -200,10 +203,11 @@ def test_read_importance_is_a_ray_dataset_for_iter_torch_batches(dataset) -> Non
         assert loader.history[-1].active_after == N
 
 
-@pytest.mark.parametrize("sorted_by_label", [False, True])
-def test_locality_is_chosen_after_the_init_epoch_unless_the_layout_is_clustered(
-    s3_bucket, tmp_path, sorted_by_label
-) -> None:
+@pytest.mark.parametrize("case", ["fast", "priced", "clustered"])
+def test_the_cost_model_picks_how_windows_read_after_the_init_epoch(s3_bucket, tmp_path, case):
+    """A fast endpoint keeps the paper's independent draws; one that charges per request
+    gets locality-aware draws that touch few units; a clustered layout gets neither
+    locality nor silence."""
     import warnings
 
     import pyarrow.parquet as pq
@@ -213,7 +217,7 @@ def test_locality_is_chosen_after_the_init_epoch_unless_the_layout_is_clustered(
 
     n = 4000
     table = expected_rows(n)
-    if sorted_by_label:
+    if case == "clustered":
         table = table.sort_by("label")
     bucket, options = s3_bucket
     with s3fs.S3FileSystem(**options).open(f"{bucket}/d/part-000.parquet", "wb") as f:
@@ -222,14 +226,23 @@ def test_locality_is_chosen_after_the_init_epoch_unless_the_layout_is_clustered(
         warnings.simplefilter("always")
         loader = ImportanceLoader(
             f"{bucket}/d", store=store, batch_size=32, columns=["feat", "label"], window=1,
-            storage_options=options, cache_dir=str(tmp_path / "cache"),
+            storage_options=options, cache_dir=str(tmp_path / "cache"), cache_bytes=0,
+            memory_bytes=0, price_per_request=1e-6 if case == "priced" else 0.0,
         )  # fmt: skip
-        train_epoch(loader, torch.nn.Linear(3, 7), 0)
+        train_epoch(loader, torch.nn.Linear(3, 7), 0, step_ms=20)  # both modes keep up
         clustered = [w for w in caught if "clustered" in str(w.message)]
-        if sorted_by_label:
-            assert clustered and loader.units == 0
+        assert bool(clustered) == (case == "clustered")
+        choice = loader.draw_choice
+        assert choice is not None and choice.predicted_fetch_s_per_step > 0
+        if case == "priced":
+            assert choice.mode == "locality" and loader.units == 3  # ceil(8 * 32 / 100)
         else:
-            assert not clustered and loader.units == 3  # ceil(8 * 32 / 100)
-            batches = list(loader.epoch(1))
-            units = [np.unique(b["index"].numpy() // 100) for b in batches]
+            assert choice.mode == "independent" and loader.units == 0
+        batches = list(loader.epoch(1))
+        units = [np.unique(b["index"].numpy() // 100) for b in batches]
+        if case == "priced":
             assert max(len(u) for u in units) <= 3
+        counters = loader.history[-1]
+        assert counters.draw_mode == choice.mode
+        assert counters.predicted_fetch_s_per_step == choice.predicted_fetch_s_per_step
+        assert counters.measured_fetch_s_per_step > 0 and counters.step_seconds > 0

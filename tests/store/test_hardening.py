@@ -31,6 +31,7 @@ from isloader.errors import (
 from isloader.store.client import StoreClient
 from isloader.store.limits import MAX_CLIENTS, MAX_SAMPLE
 from isloader.store.shard import Durability, StoreShard
+from isloader.store.snapshot import save_table
 from isloader.store.table import ImportanceTable, TableConfig
 from tests.helpers import StoreProcess, free_port
 
@@ -418,7 +419,7 @@ def test_snapshot_markers_that_are_garbage_are_named(tmp_path) -> None:
     from isloader.store.snapshot import read_latest_snapshot
 
     table = ImportanceTable(TableConfig(0, 10))
-    table.snapshot(str(tmp_path))
+    save_table(table, str(tmp_path))
     (next(tmp_path.glob("*.complete"))).write_text(json.dumps({"sha": 1}))
     with pytest.raises(SnapshotError, match="not a completion marker"):
         read_latest_snapshot(str(tmp_path))

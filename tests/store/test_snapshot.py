@@ -6,7 +6,7 @@ import pytest
 
 from isloader.errors import SnapshotError, SnapshotMismatchError
 from isloader.store import ImportanceTable, TableConfig
-from isloader.store.snapshot import list_snapshots
+from isloader.store.snapshot import list_snapshots, restore_table, save_table
 
 
 def busy_table(config: TableConfig) -> ImportanceTable:
@@ -30,9 +30,9 @@ def assert_same_state(a: ImportanceTable, b: ImportanceTable) -> None:
 def test_round_trip_on_a_local_path(tmp_path) -> None:
     config = TableConfig(10, 1010, alpha=0.1)
     table = busy_table(config)
-    table.snapshot(str(tmp_path / "snap"))
+    save_table(table, str(tmp_path / "snap"))
     restored = ImportanceTable(config)
-    restored.restore(str(tmp_path / "snap"))
+    restore_table(restored, str(tmp_path / "snap"))
     assert_same_state(table, restored)
     # The request log travels too: the retried request stays applied once.
     assert not restored.update(np.array([10]), np.array([1.0]), request=("client", 3))
@@ -42,36 +42,36 @@ def test_round_trip_on_s3(s3_bucket) -> None:
     uri, options = s3_bucket
     config = TableConfig(0, 500)
     table = busy_table(config)
-    table.snapshot(f"{uri}/snap", options)
+    save_table(table, f"{uri}/snap", options)
     table.update(np.array([1]), np.array([9.0]))
-    table.snapshot(f"{uri}/snap", options)
+    save_table(table, f"{uri}/snap", options)
     assert len(list_snapshots(f"{uri}/snap", options)) == 2
     restored = ImportanceTable(config)
-    restored.restore(f"{uri}/snap", options)
+    restore_table(restored, f"{uri}/snap", options)
     assert_same_state(table, restored)
 
 
 def test_restore_under_another_range_or_config_is_an_error(tmp_path) -> None:
-    busy_table(TableConfig(0, 100, alpha=0.1)).snapshot(str(tmp_path))
+    save_table(busy_table(TableConfig(0, 100, alpha=0.1)), str(tmp_path))
     for other in (TableConfig(0, 101, alpha=0.1), TableConfig(0, 100, alpha=0.2)):
         with pytest.raises(SnapshotMismatchError, match="snapshot was taken with"):
-            ImportanceTable(other).restore(str(tmp_path))
+            restore_table(ImportanceTable(other), str(tmp_path))
 
 
 def test_snapshot_without_marker_is_ignored_and_corrupt_one_is_named(tmp_path) -> None:
     config = TableConfig(0, 50)
     table = busy_table(config)
     with pytest.raises(SnapshotError, match="no complete snapshot"):
-        ImportanceTable(config).restore(str(tmp_path))
-    path = table.snapshot(str(tmp_path))
+        restore_table(ImportanceTable(config), str(tmp_path))
+    path = save_table(table, str(tmp_path))
     fs = fsspec.filesystem("file")
     # A data file whose marker was never written is not a snapshot.
     fs.pipe_file(str(tmp_path / "snapshot-9999999999999999.npz"), b"partial")
-    ImportanceTable(config).restore(str(tmp_path))
+    restore_table(ImportanceTable(config), str(tmp_path))
     # A data file that no longer matches its marker is reported, not loaded.
     fs.pipe_file(path, fs.cat_file(path)[:-10])
     with pytest.raises(SnapshotError, match="do not match"):
-        ImportanceTable(config).restore(str(tmp_path))
+        restore_table(ImportanceTable(config), str(tmp_path))
     marker = json.loads(fs.cat_file(path.replace(".npz", ".complete")))
     assert marker["version"] == table.version
 
@@ -87,11 +87,11 @@ def test_reshard_three_shards_into_two_keeps_the_global_state(tmp_path) -> None:
         idx = np.arange(bounds[i], bounds[i + 1])
         table.update(idx, q[idx])
         table.end_epoch(0, 0.0)
-        table.snapshot(str(tmp_path / f"old-{i}"))
+        save_table(table, str(tmp_path / f"old-{i}"))
     reshard([str(tmp_path / f"old-{i}") for i in (2, 0, 1)], 2, str(tmp_path / "new"))
     for i, (start, stop) in enumerate([(0, 50), (50, 100)]):
         table = ImportanceTable(TableConfig(start, stop, alpha=0.1))
-        table.restore(str(tmp_path / "new" / f"shard-{i}"))
+        restore_table(table, str(tmp_path / "new" / f"shard-{i}"))
         np.testing.assert_array_equal(table.importance(np.arange(start, stop)), q[start:stop])
         assert table.epoch == 1 and table.stats().seen == 50
 
@@ -99,7 +99,7 @@ def test_reshard_three_shards_into_two_keeps_the_global_state(tmp_path) -> None:
 def test_round_trip_on_fsspec_memory() -> None:
     config = TableConfig(0, 64)
     table = busy_table(config)
-    table.snapshot("memory://isloader-test/snap")
+    save_table(table, "memory://isloader-test/snap")
     restored = ImportanceTable(config)
-    restored.restore("memory://isloader-test/snap")
+    restore_table(restored, "memory://isloader-test/snap")
     assert_same_state(table, restored)
