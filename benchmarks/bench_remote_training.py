@@ -160,14 +160,14 @@ def run(args, model: EndpointModel, seeds: int, label: str) -> dict:
         arms = Arms(s3, uris, test_set, args, scratch)
         arms.ours(args.formats[0], "uniform_stream", 0, 1)  # warm-up: Ray's read actors
         cpu_before = s3.stats().cpu_seconds
-        total = seeds * (len(args.formats) * len(OURS) + len(args.peers))
+        total = seeds * (len(args.formats) * len(args.methods) + len(args.peers))
         with tqdm(total=total, desc=label, unit="run") as bar:
             for seed in range(seeds):
                 for peer in args.peers:
                     peer_runs[peer].append(arms.peer(peer, seed, args.epochs))
                     bar.update(1)
                 for fmt in args.formats:
-                    for method in OURS:
+                    for method in args.methods:
                         runs[fmt].setdefault(method, []).append(
                             arms.ours(fmt, method, seed, args.epochs)
                         )
@@ -176,7 +176,7 @@ def run(args, model: EndpointModel, seeds: int, label: str) -> dict:
     summaries = {}
     for fmt in args.formats:
         every = {**runs[fmt], **peer_runs}
-        uniform = [m for m in every if m.startswith("uniform") or m in PEERS]
+        uniform = [m for m in every if m.startswith("uniform") or m in PEERS] or list(every)
         best = min(
             uniform, key=lambda m: np.mean([r.epochs[-1]["train_seconds"] for r in every[m]])
         )
@@ -199,35 +199,35 @@ def run(args, model: EndpointModel, seeds: int, label: str) -> dict:
 
 
 def headline(point: dict) -> dict:
-    """The JSON line's figures of one endpoint point, per format."""
+    """The JSON line's figures of one endpoint point, per format (None for an arm that
+    did not run)."""
     out = {}
     for fmt, s in point["formats"].items():
         m = s["methods"]
         seconds = {name: m[name]["epoch_seconds"] for name in m}
-        ratio = m["ours_is_prune"]["time_to_baseline_acc_ratio"]
+        ratio = m.get("ours_is_prune", {}).get("time_to_baseline_acc_ratio", [math.nan] * 3)
         peers = {p: seconds[p] for p in PEERS if p in m}
+        is_s = seconds.get("ours_is", math.nan)
         out[fmt] = {
             "baseline": s["baseline"],
-            "uniform_stream_s": seconds["uniform_stream"],
-            "uniform_cached_s": seconds["uniform_cached"],
+            "uniform_stream_s": seconds.get("uniform_stream", math.nan),
+            "uniform_cached_s": seconds.get("uniform_cached", math.nan),
             "peer_s": peers,
-            "is_s": seconds["ours_is"],
-            "is_prune_s": seconds["ours_is_prune"],
+            "is_s": is_s,
+            "is_prune_s": seconds.get("ours_is_prune", math.nan),
             "time_to_uniform_acc_ratio": ratio[0],
             "ratio_ci_low": ratio[1],
             "ratio_ci_high": ratio[2],
-            "reached": m["ours_is_prune"]["reached_baseline_acc"],
+            "reached": m.get("ours_is_prune", {}).get("reached_baseline_acc"),
             "acc": {name: m[name]["acc_equal_steps"] for name in m},
             # rows per second in the epochs after the first: the same rows, so the ratio
             # of seconds per epoch, inverted
-            "rows_per_s_vs_best_peer": (
-                min(peers.values()) / seconds["ours_is"] if peers else math.nan
-            ),
+            "rows_per_s_vs_best_peer": min(peers.values()) / is_s if peers else math.nan,
             "bytes_total": {name: m[name]["bytes_total"] for name in m},
             "gets_total": {name: m[name]["gets_total"] for name in m},
             "bytes_per_epoch": {name: m[name]["bytes_per_epoch"] for name in m},
             "data_wait_share": {name: m[name]["data_wait_share"] for name in m},
-            "cache_hit_rate": m["ours_is"]["cache_hit_rate"],
+            "cache_hit_rate": m.get("ours_is", {}).get("cache_hit_rate", math.nan),
         }
     return out
 
@@ -261,6 +261,7 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=30000)
     parser.add_argument("--formats", default="parquet,webdataset")
     parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--methods", default=",".join(OURS), help="isloader's arms to run")
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--bandwidth-mb-s", type=float, default=25.0)
     parser.add_argument("--concurrency", type=int, default=64)
@@ -273,6 +274,7 @@ def main() -> None:
     args = parser.parse_args()
     args.formats = [f for f in args.formats.split(",") if f]
     args.peers = [p for p in args.peers.split(",") if p]
+    args.methods = [m for m in args.methods.split(",") if m]
     import ray
 
     start_ray()

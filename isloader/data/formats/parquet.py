@@ -79,6 +79,12 @@ class _ShardLayout:
         self._pages: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
         self._lock = threading.Lock()
 
+    def schema_key(self, field: str) -> bytes:
+        """What must match for two shards' pages of ``field`` to decode in one file."""
+        (lo, hi), _ = self.fields[field]
+        elements = thrift.write_struct({1: (thrift.LIST, (thrift.STRUCT, self.schema[lo:hi]))})
+        return elements + bytes(self.meta.get(6, (0, b""))[1])
+
     @functools.cached_property
     def index_start(self) -> int:
         """Where the page indexes begin (they sit before the footer), or the footer."""
@@ -297,7 +303,7 @@ class ParquetReader:
                 chunk = blob[leaf.start - start : leaf.end - start]
                 parts[i] = _Part([chunk], leaf.start < leaf.data_start, leaf.num_values,
                                  leaf.meta[6][1])  # fmt: skip
-            table = _decode(layout, fields, [(int(rg), layout.rows(int(rg)), parts)])
+            table = _decode(layout, fields, [(layout, int(rg), layout.rows(int(rg)), parts)])
             for f in fields:
                 if self._narrow_field(layout, int(rg), f):
                     column = table.column(f).combine_chunks()
@@ -339,13 +345,11 @@ class ParquetReader:
                 gap=self.fetcher.merge_gap,
             )
         )
-        pieces: dict[str, list[pa.Array]] = {f: [] for f in fields}
-        for shard, name, picks in reads:
-            layout = self._layouts[shard]
-            decoded = _decode_selections(layout, name, picks, blobs)
-            pieces[name].append(decoded.cast(layout.arrow.field(name).type))
+        parts = [(self._layouts[shard], name, picks) for shard, name, picks in reads]
+        decoded = _decode_fields(parts, blobs)
         schema = pa.schema([self._layouts[int(shards[0])].arrow.field(f) for f in fields])
-        return pa.Table.from_arrays([pa.concat_arrays(pieces[f]) for f in fields], schema=schema)
+        arrays = [pa.concat_arrays(decoded[f]).cast(schema.field(f).type) for f in fields]
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def _select(
         self, layout: _ShardLayout, shard: int, rg: int, field: str, rows: np.ndarray
@@ -434,38 +438,59 @@ class _Selection:
         return [span for read in self.leaves.values() for span in read.spans()]
 
 
-def _decode_selections(
-    layout: _ShardLayout, name: str, picks: list[_Selection], blobs: Any
-) -> pa.Array:
-    """One field's values at the picked rows of one shard, in row order, from the fetched
-    ``blobs`` (consumed in ``spans`` order) decoded as one assembled file."""
-    groups, where, offset = [], [], 0
-    for pick in picks:
-        if pick.cached is not None:
-            continue
-        parts, positions, count = {}, None, 0
-        for i, read in pick.leaves.items():
-            parts[i] = read.part([next(blobs) for _ in read.spans()], layout.uri)
-            positions, count = read.positions(pick.rows, layout.rows(pick.rg))
-        groups.append((pick.rg, count, parts))
-        where.append((pick, positions + offset, offset, count))
-        offset += count
-    decoded = _decode(layout, [name], groups).column(name).combine_chunks() if groups else None
-    out, fetched = [], iter(where)
-    for pick in picks:
-        if pick.cached is not None:
-            out.append(pick.cached.take(pa.array(pick.rows)))
-            continue
-        _, positions, start, count = next(fetched)
-        if pick.on_decoded is not None:
-            pick.on_decoded(decoded.slice(start, count))
-        out.append(decoded.take(pa.array(positions)))
-    return pa.concat_arrays(out)
+def _decode_fields(
+    reads: list[tuple[_ShardLayout, str, list[_Selection]]], blobs: Any
+) -> dict[str, list[pa.Array]]:
+    """Each field's values at the picked rows, shard by shard in row order, from the
+    fetched ``blobs`` (consumed in ``spans`` order). A field's pages from every shard
+    that shares one schema decode as one assembled file: one pyarrow call per field,
+    not one per shard."""
+    plans: list[tuple[_ShardLayout, str, list]] = []
+    for layout, name, picks in reads:
+        groups, where, offset = [], [], 0
+        for pick in picks:
+            if pick.cached is not None:
+                where.append((pick, None, 0, 0))
+                continue
+            parts, positions, count = {}, None, 0
+            for i, read in pick.leaves.items():
+                parts[i] = read.part([next(blobs) for _ in read.spans()], layout.uri)
+                positions, count = read.positions(pick.rows, layout.rows(pick.rg))
+            groups.append((layout, pick.rg, count, parts))
+            where.append((pick, positions, offset, count))
+            offset += count
+        plans.append((layout, name, [groups, where]))
+    out: dict[str, list[pa.Array]] = {}
+    by_field: dict[tuple[str, bytes], list[int]] = {}
+    for k, (layout, name, (groups, _)) in enumerate(plans):
+        if groups:
+            by_field.setdefault((name, layout.schema_key(name)), []).append(k)
+    decoded: dict[int, tuple[pa.Array, int]] = {}
+    for (name, _), members in by_field.items():
+        groups = [g for k in members for g in plans[k][2][0]]
+        column = _decode(plans[members[0]][0], [name], groups).column(name).combine_chunks()
+        start = 0
+        for k in members:
+            decoded[k] = (column, start)
+            start += sum(g[2] for g in plans[k][2][0])
+    for k, (_, name, (_, where)) in enumerate(plans):
+        column, base = decoded.get(k, (None, 0))
+        pieces = []
+        for pick, positions, offset, count in where:
+            if positions is None:
+                pieces.append(pick.cached.take(pa.array(pick.rows)))
+                continue
+            if pick.on_decoded is not None:
+                pick.on_decoded(column.slice(base + offset, count))
+            pieces.append(column.take(pa.array(positions + offset + base)))
+        out.setdefault(name, []).append(pa.concat_arrays(pieces))
+    return out
 
 
 def _decode(layout: _ShardLayout, fields: list[str], groups: list[tuple]) -> pa.Table:
-    """Decode ``groups`` (``(rg, rows, {leaf: _Part})``) of ``fields`` through a minimal
-    Parquet file assembled from their bytes."""
+    """Decode ``groups`` (``(layout, rg, rows, {leaf: _Part})``: row groups of shards that
+    share ``layout``'s schema) of ``fields`` through a minimal Parquet file assembled from
+    their bytes."""
     meta = layout.meta
     spans = [layout.fields[f] for f in fields]
     schema = [dict(meta[2][1][1][0])]
@@ -476,7 +501,7 @@ def _decode(layout: _ShardLayout, fields: list[str], groups: list[tuple]) -> pa.
     out = bytearray(b"PAR1")
     row_groups = []
     total_rows = 0
-    for ordinal, (rg, rows, parts) in enumerate(groups):
+    for ordinal, (source, rg, rows, parts) in enumerate(groups):
         chunks, group_start, uncompressed = [], len(out), 0
         for i in leaves:
             part = parts[i]
@@ -484,7 +509,7 @@ def _decode(layout: _ShardLayout, fields: list[str], groups: list[tuple]) -> pa.
             for blob in part.blobs:
                 out += blob
             first_data = start + (len(part.blobs[0]) if part.has_dictionary else 0)
-            cm = {k: v for k, v in layout.leaf(rg, i).meta.items() if k not in _DROP_CHUNK_META}
+            cm = {k: v for k, v in source.leaf(rg, i).meta.items() if k not in _DROP_CHUNK_META}
             cm[5] = (thrift.I64, part.num_values)
             cm[6] = (thrift.I64, part.uncompressed)
             cm[7] = (thrift.I64, len(out) - start)
@@ -493,7 +518,7 @@ def _decode(layout: _ShardLayout, fields: list[str], groups: list[tuple]) -> pa.
                 cm[11] = (thrift.I64, start)
             else:
                 cm.pop(11, None)
-            chunk = layout.row_groups[rg][1][1][1][i]
+            chunk = source.row_groups[rg][1][1][1][i]
             cc = {k: v for k, v in chunk.items() if k not in _DROP_CHUNK}
             cc[2] = (thrift.I64, start)
             cc[3] = (thrift.STRUCT, cm)
