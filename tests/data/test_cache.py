@@ -114,6 +114,32 @@ def test_processes_share_one_disk_tier_and_its_budget(tmp_path) -> None:
     held = cache.indices()
     assert set(held.tolist()) <= set(range(200)) | set(range(10_000, 10_200))
     assert DiskRows(path, limit).schema() == pa.schema([("raw", pa.binary())])  # any process
+    payload = cache._db.execute("SELECT total(length(data)) FROM rows").fetchone()[0]
+    kept = cache._db.execute("SELECT value FROM meta WHERE key = 'payload'").fetchone()[0]
+    assert kept == payload  # the running total every process keeps, through evictions
+
+
+def test_the_payload_total_survives_ranking_trimming_and_an_older_file(tmp_path) -> None:
+    path = str(tmp_path / "rows.rows")
+    cache = DiskRows(path, 30_000)
+    rng = np.random.default_rng(3)
+    for k in range(6):
+        cache.offer(list(range(40 * k, 40 * k + 40)), [rng.bytes(int(n)) for n in
+                    rng.integers(100, 900, 40)], rng.random(40) + 0.1)  # fmt: skip
+    cache.rank(1, lambda idx: np.where(idx % 3 == 0, 0.0, 1.0))  # a third pruned: they leave
+
+    def totals(db) -> tuple[float, float]:
+        real = db.execute("SELECT total(length(data)) FROM rows").fetchone()[0]
+        return real, db.execute("SELECT value FROM meta WHERE key = 'payload'").fetchone()[0]
+
+    real, kept = totals(cache._db)
+    assert real > 0 and kept == real and cache.nbytes <= 30_000
+    cache._db.execute("DELETE FROM meta WHERE key = 'payload'")  # a file from before the total
+    cache._db.execute("DROP TRIGGER payload_in")
+    cache.close()
+    again = DiskRows(path, 30_000)
+    assert totals(again._db) == (real, real)
+    again.close()
 
 
 @pytest.fixture(scope="module")
