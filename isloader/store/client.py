@@ -83,6 +83,8 @@ class TlsConfig:
     server_name: str | None = None  # override the name checked in the server certificate
 
     def credentials(self) -> grpc.ChannelCredentials:
+        """Channel credentials from the PEM files (the client pair only for mTLS)."""
+
         def read(path: str | None) -> bytes | None:
             if path is None:
                 return None
@@ -103,6 +105,7 @@ class StoreConnection:
     tls: TlsConfig | None = None
 
     def connect(self) -> StoreClient:
+        """A new ``StoreClient`` to these addresses (in the calling process)."""
         return StoreClient(list(self.addresses), token=self.token, tls=self.tls)
 
 
@@ -191,10 +194,12 @@ class StoreClient:
 
     @property
     def num_samples(self) -> int:
+        """N: the end of the last shard's index range."""
         return int(self._shards[-1].stop)
 
     @property
     def addresses(self) -> list[str]:
+        """The shards' ``host:port``, in index order."""
         return [s.address for s in self._shards]
 
     @property
@@ -282,6 +287,10 @@ class StoreClient:
     def sample(
         self, count: int, seed: Seed, *, layout: UnitLayout | None = None, units: int = 0
     ) -> Plan:
+        """Draw ``count`` indices from the global ``p`` across the shards in one round
+        (locality-aware: per-shard units split by mass); see ``ImportanceStore.sample`` for
+        what it raises.
+        """
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
             raise InvalidArgumentError(f"sample count must be an integer >= 0, got {count!r}")
         if count > MAX_SAMPLE:
@@ -420,6 +429,7 @@ class StoreClient:
             return self._map(jobs, method)
 
     def lookup(self, indices: np.ndarray) -> np.ndarray:
+        """Current ``q`` of ``indices``, asked of the shards that own them."""
         idx, _ = self._validate(indices, np.zeros(len(indices)))
         owner = np.searchsorted(self._stops, idx, side="right")
         out = np.empty(len(idx))
@@ -434,12 +444,16 @@ class StoreClient:
     # -- epoch-level operations --------------------------------------------------
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
+        """``q += eps`` on every shard, once per epoch number; returns whether any shard
+        applied it (a retry after a partial failure completes the rest)."""
         replies = self._all(
             self._shards, "EndEpoch", lambda s: pb.EndEpochRequest(epoch=epoch, eps=eps)
         )
         return any(r.applied for r in replies)
 
     def prune(self, k: float, *, epoch: int | None = None) -> int:
+        """Alg. 2 with the global threshold from fresh totals of every shard; returns how
+        many samples the shards pruned."""
         self._all(self._shards, "Stats", lambda s: pb.StatsRequest())  # fresh masses
         total = sum(s.view.total_mass for s in self._shards)
         active = sum(s.view.active_count for s in self._shards)
@@ -450,6 +464,8 @@ class StoreClient:
         return sum(r.pruned for r in replies)
 
     def readmit(self, fraction: float, *, seed: Seed = 0, epoch: int | None = None) -> int:
+        """Readmit a random share of pruned samples on every shard (a seed each);
+        without an epoch number it is sent once, never retried."""
         seeds = seed_sequence(seed).generate_state(len(self._shards), dtype=np.uint64)
         seed_of = {id(s): int(x) for s, x in zip(self._shards, seeds, strict=True)}
         jobs = [
@@ -461,6 +477,7 @@ class StoreClient:
         return sum(r.readmitted for r in replies)
 
     def reset(self) -> None:
+        """Forget every measurement on every shard."""
         self._all(self._shards, "Reset", lambda s: pb.ResetRequest())
 
     def stats(self) -> TableStats:
@@ -484,6 +501,8 @@ class StoreClient:
         )
 
     def snapshot(self) -> list[str]:
+        """Ask every shard for a snapshot; returns the paths written (shards without a
+        snapshot location write none). Raises ``SnapshotError`` when one fails."""
         replies = self._all(self._shards, "Snapshot", lambda s: pb.SnapshotRequest())
         return [r.path for r in replies if r.path]
 

@@ -78,6 +78,7 @@ class RecordingFiles(FileOps):
         self.ops.append(op)
 
     def create(self, path: str) -> int:
+        """Open for appending (recorded as a create, with its directory fsync, when new)."""
         with self._lock:
             existed = os.path.exists(path)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -88,6 +89,7 @@ class RecordingFiles(FileOps):
             return fd
 
     def write(self, fd: int, data: bytes) -> None:
+        """Write for real and record it, or fail with ENOSPC where ``fail_writes`` says."""
         with self._lock:
             number = self._writes
             self._writes += 1
@@ -97,33 +99,39 @@ class RecordingFiles(FileOps):
             self._add(_Op("write", self._fds[fd], bytes(data)))
 
     def fsync(self, fd: int) -> None:
+        """Fsync for real; recorded: the file's writes so far are durable."""
         with self._lock:
             os.fsync(fd)
             self._add(_Op("fsync", self._fds[fd]))
 
     def truncate(self, fd: int, size: int) -> None:
+        """Truncate for real and record it (durable only after an fsync)."""
         with self._lock:
             os.ftruncate(fd, size)
             self._add(_Op("truncate", self._fds[fd], size=size))
 
     def close(self, fd: int) -> None:
+        """Close the descriptor (not recorded: it changes nothing on disk)."""
         with self._lock:
             os.close(fd)
             self._fds.pop(fd, None)
 
     def replace(self, src: str, dst: str) -> None:
+        """Rename for real, recorded, then the directory fsync (recorded too)."""
         with self._lock:
             os.replace(src, dst)
             self._add(_Op("rename", self._rel(src), target=self._rel(dst)))
             self.fsync_dir(os.path.dirname(dst))
 
     def unlink(self, path: str) -> None:
+        """Remove for real where it exists, and record it."""
         with self._lock:
             if os.path.exists(path):
                 os.unlink(path)
                 self._add(_Op("unlink", self._rel(path)))
 
     def fsync_dir(self, path: str) -> None:
+        """Fsync the directory for real; recorded: its entry changes so far are durable."""
         with self._lock:
             super().fsync_dir(path)
             self._add(_Op("fsync_dir", self._rel(path)))
@@ -255,6 +263,7 @@ class CrashReport:
     violations: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
+        """The figures as a JSON-ready dict (violations counted, the first five quoted)."""
         return {
             "operations": self.operations,
             "crash_points": self.crash_points,

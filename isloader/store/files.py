@@ -37,15 +37,19 @@ class FileOps:
             view = view[os.write(fd, view) :]
 
     def fsync(self, fd: int) -> None:
+        """Make the file's written bytes durable."""
         os.fsync(fd)
 
     def truncate(self, fd: int, size: int) -> None:
+        """Cut the file to ``size`` bytes (durable only after ``fsync``)."""
         os.ftruncate(fd, size)
 
     def close(self, fd: int) -> None:
+        """Close the descriptor."""
         os.close(fd)
 
     def size(self, fd: int) -> int:
+        """The file's current size in bytes."""
         return os.fstat(fd).st_size
 
     def replace(self, src: str, dst: str) -> None:
@@ -54,10 +58,12 @@ class FileOps:
         self.fsync_dir(os.path.dirname(dst) or ".")
 
     def unlink(self, path: str) -> None:
+        """Remove ``path`` if it exists (durable only after ``fsync_dir``)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
     def fsync_dir(self, path: str) -> None:
+        """Make the directory's entries (creates, renames, unlinks) durable."""
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)

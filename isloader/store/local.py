@@ -57,9 +57,12 @@ class LocalStore:
 
     @property
     def num_samples(self) -> int:
+        """N, the samples of the one in-process shard."""
         return self._shard.config.size
 
     def update(self, indices: np.ndarray, values: np.ndarray, *, wait: bool = True) -> None:
+        """Apply Eq. 8 now, in this thread (``wait`` is accepted for the protocol: nothing
+        is ever queued). See ``ImportanceStore.update`` for what it raises."""
         self._shard.update(np.asarray(indices), np.asarray(values))
 
     def flush(self) -> None:
@@ -68,6 +71,7 @@ class LocalStore:
     def sample(
         self, count: int, seed: Seed, *, layout: UnitLayout | None = None, units: int = 0
     ) -> Plan:
+        """Draw a plan from the in-process shard; see ``ImportanceStore.sample``."""
         seed_int = int(seed_sequence(seed).generate_state(1)[0])
         if layout is None or not units:
             return self._shard.sample(count, seed_int)[0]
@@ -75,6 +79,7 @@ class LocalStore:
         return self._shard.sample(count, seed_int, layout=layout.name, units=units)[0]
 
     def unit_stats(self, layout: UnitLayout) -> UnitStats:
+        """Per-unit mass and active rows (the layout is registered on first use)."""
         self._register(layout)
         return self._shard.unit_stats(layout.name)
 
@@ -84,25 +89,33 @@ class LocalStore:
             self._layouts.add(layout.name)
 
     def lookup(self, indices: np.ndarray) -> np.ndarray:
+        """Current ``q`` of ``indices``; see ``ImportanceStore.lookup``."""
         return self._shard.importance(np.asarray(indices))
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
+        """``q += eps`` once per epoch number; see ``ImportanceStore.end_epoch``."""
         return self._shard.end_epoch(epoch, eps)
 
     def prune(self, k: float, *, epoch: int | None = None) -> int:
+        """Alg. 2 on the one shard's totals; see ``ImportanceStore.prune``."""
         total, active = self._shard.view()
         return self._shard.prune(prune_threshold(total, active, k), epoch)
 
     def readmit(self, fraction: float, *, seed: Seed = 0, epoch: int | None = None) -> int:
+        """Put a random share of pruned samples back; see ``ImportanceStore.readmit``."""
         return self._shard.readmit(fraction, int(seed_sequence(seed).generate_state(1)[0]), epoch)
 
     def reset(self) -> None:
+        """Forget every measurement: all samples unseen and active, epoch 0."""
         self._shard.reset()
 
     def stats(self) -> TableStats:
+        """The shard's totals and histogram (``TableStats``)."""
         return self._shard.stats()
 
     def snapshot(self) -> list[str]:
+        """Write a snapshot where ``snapshot_uri`` is set; returns its path (an empty list
+        without a snapshot location). Raises ``SnapshotError`` when it cannot be written."""
         path = self._shard.snapshot()
         return [path] if path else []
 
@@ -129,6 +142,7 @@ class LocalStore:
         return StoreConnection((address,), token)
 
     def close(self) -> None:
+        """Stop the loopback server (if started), remove its token, close the shard."""
         if self._server is not None:
             self._server.stop(grace=0.5)
             self._server = None

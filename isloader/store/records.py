@@ -50,6 +50,7 @@ class TableStats:
 
     @property
     def q_mean(self) -> float:
+        """Mean q over the active samples (0 when none is active)."""
         return self.total_mass / self.active if self.active else 0.0
 
     @property

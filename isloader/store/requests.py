@@ -71,6 +71,7 @@ class RequestLog:
 
     @property
     def window(self) -> int:
+        """How many seqs below a client's highest the log can still answer for."""
         return self._window
 
     @property
@@ -112,6 +113,8 @@ class RequestLog:
         return client is not None and seq <= client.high and client.has(seq, self._window)
 
     def record(self, client_id: str, seq: int) -> None:
+        """Mark ``(client_id, seq)`` applied (``check`` it first); beyond the bound on
+        clients, the least recently active one is forgotten."""
         client = self._clients.pop(client_id, None) or _Client(self._window)
         client.set(seq, self._window)
         self._clients[client_id] = client  # most recently active last

@@ -129,9 +129,12 @@ class StoreServer:
 
     @property
     def address(self) -> str:
+        """``host:port`` the gRPC server listens on."""
         return f"{self.settings.host}:{self.port}"
 
     def start(self) -> StoreServer:
+        """Start serving, with the metrics endpoint and the snapshot thread where
+        configured; returns self."""
         self._server.start()
         if self.settings.metrics_port is not None:
             self._metrics_server, _ = start_http_server(

@@ -60,6 +60,7 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
 
     @_rpc
     def Update(self, request: pb.UpdateRequest, context: grpc.ServicerContext) -> pb.UpdateResponse:
+        """Eq. 8 for the request's indices, idempotent by ``(client_id, seq)``."""
         indices = decode_array(request.indices, "<i8", "indices")
         values = decode_array(request.values, "<f8", "values")
         applied = self._shard.update(indices, values, request.client_id, request.seq)
@@ -68,6 +69,7 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
 
     @_rpc
     def Sample(self, request: pb.SampleRequest, context: grpc.ServicerContext) -> pb.SampleResponse:
+        """Draws from this shard's ``p``; refused first when its reply could not be sent."""
         reply = request.count * SAMPLE_REPLY_BYTES + 4096
         if reply > self._max_reply:
             raise MessageTooLargeError(
@@ -89,6 +91,7 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
 
     @_rpc
     def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
+        """Current ``q`` of the requested indices."""
         q = self._shard.importance(decode_array(request.indices, "<i8", "indices"))
         return pb.LookupResponse(shard=self._info(), q=q.astype("<f8").tobytes())
 
@@ -96,6 +99,7 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
     def SetLayout(
         self, request: pb.SetLayoutRequest, context: grpc.ServicerContext
     ) -> pb.SetLayoutResponse:
+        """Register a unit layout (its bounds); returns this shard's unit count."""
         units = self._shard.set_layout(
             request.layout, decode_array(request.bounds, "<i8", "bounds")
         )
@@ -103,6 +107,7 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
 
     @_rpc
     def Units(self, request: pb.UnitsRequest, context: grpc.ServicerContext) -> pb.UnitsResponse:
+        """Per-unit mass, active rows and packed pruned flags of a layout."""
         stats = self._shard.unit_stats(request.layout)
         return pb.UnitsResponse(
             shard=self._info(),
@@ -116,11 +121,13 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
     def EndEpoch(
         self, request: pb.EndEpochRequest, context: grpc.ServicerContext
     ) -> pb.EndEpochResponse:
+        """``q += eps`` once per epoch number."""
         applied = self._shard.end_epoch(request.epoch, request.eps)
         return pb.EndEpochResponse(shard=self._info(), applied=applied)
 
     @_rpc
     def Prune(self, request: pb.PruneRequest, context: grpc.ServicerContext) -> pb.PruneResponse:
+        """Alg. 2 at the client's global threshold (once per epoch when given)."""
         epoch = request.epoch if request.HasField("epoch") else None
         pruned = self._shard.prune(request.threshold, epoch)
         return pb.PruneResponse(shard=self._info(), pruned=pruned)
@@ -129,17 +136,20 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
     def Readmit(
         self, request: pb.ReadmitRequest, context: grpc.ServicerContext
     ) -> pb.ReadmitResponse:
+        """Readmit a random share of pruned samples."""
         epoch = request.epoch if request.HasField("epoch") else None
         count = self._shard.readmit(request.fraction, request.seed, epoch)
         return pb.ReadmitResponse(shard=self._info(), readmitted=count)
 
     @_rpc
     def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.ResetResponse:
+        """Forget every measurement of this shard."""
         self._shard.reset()
         return pb.ResetResponse(shard=self._info())
 
     @_rpc
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
+        """Totals and the q histogram on the shared fixed edges."""
         s = self._shard.stats()
         fields = asdict(s)
         return pb.StatsResponse(
@@ -153,6 +163,7 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
     def Snapshot(
         self, request: pb.SnapshotRequest, context: grpc.ServicerContext
     ) -> pb.SnapshotResponse:
+        """Write a snapshot now (FAILED_PRECONDITION without a snapshot location)."""
         if not self._shard.durability.snapshot_uri:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no --snapshot-uri configured")
         return pb.SnapshotResponse(shard=self._info(), path=self._shard.snapshot() or "")

@@ -139,10 +139,12 @@ class StoreShard:
 
     @property
     def version(self) -> int:
+        """The table's state version (it changes with every applied change)."""
         return self._table.version
 
     @property
     def epoch(self) -> int:
+        """The next epoch number ``end_epoch`` applies."""
         return self._table.epoch
 
     def sample(
@@ -160,14 +162,17 @@ class StoreShard:
             return self._table.set_layout(layout, bounds)
 
     def unit_stats(self, layout: str) -> UnitStats:
+        """Per-unit mass and active rows of a registered layout, updates settled first."""
         with self._timed("units"), self._settled():
             return self._table.unit_stats(layout)
 
     def importance(self, indices: np.ndarray) -> np.ndarray:
+        """Current ``q`` of ``indices`` (queued updates applied first)."""
         with self._settled():
             return self._table.importance(indices)
 
     def stats(self) -> TableStats:
+        """The table's totals (queued updates applied first); also sets the ESS gauge."""
         with self._settled():
             stats = self._table.stats()
         self.metrics.ess.set(stats.effective_sample_size)
@@ -217,6 +222,7 @@ class StoreShard:
 
     @property
     def writable(self) -> bool:
+        """False while the write-ahead log cannot be written (health: NOT_SERVING)."""
         return self._writable
 
     def watch_writable(self, callback: Callable[[bool], None]) -> None:
@@ -225,15 +231,23 @@ class StoreShard:
         callback(self._writable)
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
+        """``q += eps`` once per epoch number, logged before it is applied; returns whether
+        it applied. Raises ``InvalidArgumentError`` (bounds) or ``StoreNotWritableError``."""
         return self._change(_END_EPOCH, "end_epoch", epoch=epoch, eps=eps)
 
     def prune(self, threshold: float, epoch: int | None = None) -> int:
+        """Alg. 2 at ``threshold`` (once per ``epoch`` when given), logged first; returns how
+        many were pruned. Raises ``InvalidArgumentError`` or ``StoreNotWritableError``."""
         return self._change(_PRUNE, "prune", threshold=threshold, epoch=epoch)
 
     def readmit(self, fraction: float, seed: int, epoch: int | None = None) -> int:
+        """Readmit a random ``fraction`` of pruned samples, logged first; returns how many.
+        Raises ``InvalidArgumentError`` or ``StoreNotWritableError``.
+        """
         return self._change(_READMIT, "readmit", fraction=fraction, seed=seed, epoch=epoch)
 
     def reset(self) -> None:
+        """Forget every measurement (logged first). Raises ``StoreNotWritableError``."""
         self._change(_RESET, "reset")
 
     def snapshot(self, *, force: bool = False) -> str | None:
@@ -281,6 +295,7 @@ class StoreShard:
             return path
 
     def close(self) -> None:
+        """Stop the applier (applying what is logged), then close the write-ahead log."""
         self._closed = True
         self._wake.set()
         with self._settled():

@@ -44,6 +44,7 @@ ERROR_FOR_STATUS: dict[grpc.StatusCode, type[Exception]] = {
 
 
 def status_for(exc: Exception) -> grpc.StatusCode:
+    """The gRPC status an isloader error is sent as (INTERNAL for anything unmapped)."""
     for kind, code in STATUS_FOR_ERROR:
         if isinstance(exc, kind):
             return code
@@ -51,4 +52,5 @@ def status_for(exc: Exception) -> grpc.StatusCode:
 
 
 def error_for(code: grpc.StatusCode, message: str) -> Exception:
+    """The isloader error a gRPC status code is raised as on the client."""
     return ERROR_FOR_STATUS[code](message)

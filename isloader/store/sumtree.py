@@ -43,6 +43,7 @@ class SumTree:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the tree's node array (leaves and inner sums)."""
         return self._nodes.nbytes
 
     @property

@@ -89,6 +89,7 @@ class TableConfig:
 
     @property
     def size(self) -> int:
+        """How many indices the shard owns (``stop - start``)."""
         return self.stop - self.start
 
 
@@ -167,10 +168,12 @@ class ImportanceTable:
 
     @property
     def start(self) -> int:
+        """The first global index this table owns."""
         return self.config.start
 
     @property
     def stop(self) -> int:
+        """One past the last global index this table owns."""
         return self.config.stop
 
     @property
@@ -180,10 +183,12 @@ class ImportanceTable:
 
     @property
     def epoch(self) -> int:
+        """The next epoch number ``end_epoch`` applies (epochs before it have ended)."""
         return self._epoch
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the sum tree (whose leaves are q) and the seen and pruned flags."""
         return self._tree.nbytes + self._seen.nbytes + self._pruned.nbytes  # q: the leaves
 
     def view(self, *, fresh: bool = True) -> ShardView:
@@ -394,10 +399,14 @@ class ImportanceTable:
                 )
 
     def check_prune(self, threshold: float, epoch: int | None) -> None:
+        """Raise ``InvalidArgumentError`` for a threshold or epoch ``prune`` would refuse
+        (the shard checks before it logs the change)."""
         _check_eps("threshold", threshold)
         self._check_epoch_jump(epoch)
 
     def check_readmit(self, fraction: float, epoch: int | None) -> None:
+        """Raise ``InvalidArgumentError`` for a fraction or epoch ``readmit`` would refuse
+        (the shard checks before it logs the change)."""
         if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
             raise InvalidArgumentError(f"readmit fraction must be in [0, 1], got {fraction}")
         self._check_epoch_jump(epoch)
@@ -478,6 +487,7 @@ class ImportanceTable:
         self._version += 1
 
     def stats(self) -> TableStats:
+        """Totals over the active samples and their q histogram on the fixed shared edges."""
         live = self._q[~self._pruned]
         edges = _HISTOGRAM_EDGES
         counts, _ = np.histogram(np.clip(live, edges[0], edges[-1]), bins=edges)

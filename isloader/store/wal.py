@@ -65,6 +65,7 @@ class WriteAheadLog:
 
     @property
     def segment(self) -> int:
+        """The number of the segment records are appended to now."""
         return self._segment
 
     @property
@@ -79,9 +80,11 @@ class WriteAheadLog:
 
     @property
     def broken(self) -> bool:
+        """Whether a write or fsync failed and the log refuses records until reopened."""
         return self._broken is not None
 
     def segments(self) -> list[int]:
+        """This log's segment numbers on disk, oldest first."""
         return self.existing_segments(self._dir)
 
     @staticmethod
@@ -94,6 +97,7 @@ class WriteAheadLog:
         return any(lo <= ticket <= hi for lo, hi in self._failed)
 
     def durable(self, ticket: int) -> bool:
+        """Whether the record with ``ticket`` is on disk (synced and not lost to a failure)."""
         return ticket <= self._synced and not self.failed(ticket)
 
     def append(self, kind: int, payload: bytes) -> int:
@@ -276,6 +280,7 @@ class WriteAheadLog:
                 pos += _HEADER.size + length
 
     def close(self) -> None:
+        """Fsync what was written (unless the log is broken) and close the segment."""
         with self._cond:
             if self._broken is None:
                 with contextlib.suppress(OSError):  # nothing unsynced was acknowledged
