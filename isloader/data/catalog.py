@@ -120,10 +120,12 @@ class ShardCatalog:
 
     @property
     def num_samples(self) -> int:
+        """N, the rows over every shard (``len(catalog)``)."""
         return len(self)
 
     @property
     def num_units(self) -> int:
+        """How many read units (Parquet row groups, runs of tar samples) the shards hold."""
         return len(self.unit_bounds) - 1
 
     @property
@@ -138,6 +140,7 @@ class ShardCatalog:
 
     @property
     def unit_rows(self) -> np.ndarray:
+        """Rows in each unit."""
         return np.diff(self.unit_bounds)
 
     @property
@@ -152,9 +155,11 @@ class ShardCatalog:
         return sum(a.nbytes for a in self.arrays.values())
 
     def uri(self, shard: int) -> str:
+        """The full URI of shard number ``shard``."""
         return f"{self.root}/{self.shards[shard].path}"
 
     def filesystem(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem of the dataset root, with the catalog's storage options."""
         return fsspec.core.url_to_fs(self.root, **self.storage_options)[0]
 
     def units_of(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -71,11 +71,13 @@ class ReaderCounters:
                 setattr(self, name, getattr(self, name) + delta)
 
     def snapshot(self) -> dict[str, float]:
+        """Every counter at one instant (a consistent copy across threads)."""
         with self._lock:
             return {name: getattr(self, name) for name in self._FIELDS}
 
     @property
     def cache_hit_rate(self) -> float:
+        """Lookups the caches answered over all lookups (0 before any)."""
         total = self.cache_hits + self.cache_misses
         return self.cache_hits / total if total else 0.0
 
@@ -85,6 +87,7 @@ class ReaderCounters:
         return self.bytes_fetched / self.miss_bytes if self.miss_bytes else 0.0
 
     def as_dict(self) -> dict[str, float]:
+        """The counters with the hit rate and the read amplification."""
         return {
             **self.snapshot(),
             "cache_hit_rate": self.cache_hit_rate,
@@ -105,17 +108,20 @@ class FetchTiming:
         self._lock = threading.Lock()
 
     def add(self, requests: int, nbytes: int, seconds: float) -> None:
+        """Note one fetch call: its requests, bytes and wall seconds."""
         with self._lock:
             self._calls.append((requests, nbytes, seconds))
 
     @property
     def latency(self) -> float | None:
+        """Seconds before a request's first byte as measured (None until measured)."""
         with self._lock:
             single = [s for r, _, s in self._calls if r == 1]
         return float(np.percentile(single, 10)) if single else None
 
     @property
     def bandwidth(self) -> float | None:
+        """Bytes per second of the largest transfers net of latency (None until measured)."""
         latency = self.latency or 0.0
         with self._lock:
             calls = [(b, s) for r, b, s in self._calls if b > 256 << 10 and s > latency]

@@ -30,9 +30,11 @@ class ByteLRU:
 
     @property
     def nbytes(self) -> int:
+        """Bytes the held values take."""
         return self._probation_bytes + self._protected_bytes
 
     def get(self, key: Hashable) -> Any | None:
+        """The value under ``key`` (now the most recent), or None."""
         with self._lock:
             item = self._protected.get(key)
             if item is not None:
@@ -53,6 +55,7 @@ class ByteLRU:
             return item[0]
 
     def put(self, key: Hashable, value: Any, nbytes: int) -> None:
+        """Hold ``value``, evicting the least recent entries beyond the byte budget."""
         if nbytes > self.capacity:
             return
         with self._lock:
@@ -62,6 +65,7 @@ class ByteLRU:
             self._evict()
 
     def discard(self, key: Hashable) -> None:
+        """Drop ``key`` if held."""
         with self._lock:
             self._drop(key)
 

@@ -131,14 +131,17 @@ class ShardReader:
 
     @property
     def columns(self) -> list[str] | None:
+        """The default columns reads return (None: all)."""
         return list(self.settings.columns) if self.settings.columns is not None else None
 
     @property
     def counters(self) -> ReaderCounters:
+        """What this reader's reads cost (bytes, requests, hits), shared with its fetcher."""
         return self._fetcher.counters
 
     @property
     def fetcher(self) -> RangeFetcher:
+        """The ``RangeFetcher`` every shard byte goes through (timing, counters)."""
         return self._fetcher
 
     def __len__(self) -> int:

@@ -194,12 +194,14 @@ class MemoryRows:
 
     @property
     def nbytes(self) -> int:
+        """Payload bytes held."""
         return self._used
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def get(self, indices: np.ndarray) -> dict[int, bytes]:
+        """The held rows among ``indices``."""
         with self._lock:
             return {int(i): self._rows[int(i)][0] for i in indices if int(i) in self._rows}
 
@@ -246,6 +248,7 @@ class MemoryRows:
             heapq.heapify(self._heap)
 
     def indices(self) -> np.ndarray:
+        """Every held index."""
         with self._lock:
             return np.fromiter(self._rows, np.int64, len(self._rows))
 
@@ -366,6 +369,7 @@ class DiskRows:
         return len(admitted)
 
     def get_present(self, indices: Sequence[int]) -> set[int]:
+        """Which of ``indices`` the file holds (call inside a write transaction)."""
         wanted = [int(i) for i in indices]
         found: set[int] = set()
         for k in range(0, len(wanted), _SQL_VARIABLES):
@@ -407,6 +411,7 @@ class DiskRows:
         return True
 
     def indices(self) -> np.ndarray:
+        """Every index the file holds (any process's rows)."""
         with self._lock:
             return np.array([r[0] for r in self._db.execute("SELECT idx FROM rows")], np.int64)
 
@@ -419,11 +424,13 @@ class DiskRows:
             )
 
     def schema(self) -> pa.Schema:
+        """The Arrow schema rows were stored with (empty before any row)."""
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         return pa.ipc.read_schema(pa.py_buffer(row[0])) if row else pa.schema([])
 
     def close(self) -> None:
+        """Close this process's connection to the file."""
         with self._lock:
             self._db.close()
 

@@ -54,6 +54,7 @@ class ReadAmplification:
 
     @property
     def ratio(self) -> float:
+        """Bytes fetched per sampled row over the row's stored bytes."""
         return self.bytes_per_sampled_row / max(self.bytes_per_row, 1.0)
 
 

@@ -237,6 +237,7 @@ class ParquetReader:
             self._layouts.update(layouts)
 
     def layout(self, shard: int) -> _ShardLayout:
+        """The shard's footer, page indexes and leaf columns, read on first use (cached)."""
         self.layouts([shard])
         return self._layouts[shard]
 
@@ -559,6 +560,7 @@ class ParquetFormat:
     array_names = ("unit_bounds", "unit_shard", "unit_local")
 
     def index_shard(self, fs: Any, path: str, uri: str) -> ShardIndex:
+        """Rows and row-group bounds from the footer; notes a shard without a page index."""
         try:
             with fs.open(path, "rb") as f:
                 meta = pq.ParquetFile(f).metadata
@@ -585,15 +587,18 @@ class ParquetFormat:
         }
 
     def check(self, catalog: Any) -> None:
+        """Raise ``InvalidArgumentError`` unless every unit has its row group number."""
         if len(catalog.arrays.get("unit_local", ())) != catalog.num_units:
             raise InvalidArgumentError(f"{catalog.root}: row group numbers are inconsistent")
 
     def unit_bytes(self, catalog: Any) -> np.ndarray:
+        """Each row group's approximate bytes: its shard's bytes per row times its rows."""
         sizes = np.array([s.size for s in catalog.shards], dtype=np.float64)
         rows = np.maximum(np.array([s.num_rows for s in catalog.shards], dtype=np.float64), 1)
         return (sizes / rows)[catalog.unit_shard] * catalog.unit_rows
 
     def reader(self, catalog: Any, fetcher: Any) -> ParquetReader:
+        """A ``ParquetReader`` (page reads where the shard has a page index)."""
         return ParquetReader(catalog, fetcher)
 
     def amplification(

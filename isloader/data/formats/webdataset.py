@@ -100,6 +100,7 @@ class WebDatasetReader:
         self.fetcher = fetcher
 
     def row_bytes(self, indices: np.ndarray, columns: Sequence[str] | None) -> np.ndarray:
+        """Each sample's span in its tar (all its members, headers included)."""
         return self.catalog.arrays["sample_length"][np.asarray(indices, np.int64)].astype(float)
 
     def _table(self, blob: bytes, shard: int, expected: int, what: str, columns) -> pa.Table:
@@ -155,6 +156,7 @@ class WebDatasetFormat:
     array_names = ("unit_bounds", "unit_shard", "sample_offset", "sample_length")
 
     def index_shard(self, fs: Any, path: str, uri: str) -> ShardIndex:
+        """Every sample's (offset, length) span, its members grouped by webdataset's key rule."""
         offsets: list[int] = []
         ends: list[int] = []
         key = None
@@ -214,15 +216,18 @@ class WebDatasetFormat:
         }
 
     def check(self, catalog: Any) -> None:
+        """Raise ``InvalidArgumentError`` unless every sample has its span."""
         if len(catalog.arrays.get("sample_offset", ())) != len(catalog):
             raise InvalidArgumentError(f"{catalog.root}: sample spans do not cover every sample")
 
     def unit_bytes(self, catalog: Any) -> np.ndarray:
+        """Each unit's bytes: from its first sample's offset to its last sample's end."""
         first, last = catalog.unit_bounds[:-1], catalog.unit_bounds[1:] - 1
         offset, length = catalog.arrays["sample_offset"], catalog.arrays["sample_length"]
         return offset[last] + length[last] - offset[first]
 
     def reader(self, catalog: Any, fetcher: Any) -> WebDatasetReader:
+        """A ``WebDatasetReader``: sampled samples as byte ranges, units as one range each."""
         return WebDatasetReader(catalog, fetcher)
 
     def amplification(
