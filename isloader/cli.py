@@ -244,6 +244,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``isloader`` command: parse ``argv`` and run the subcommand; returns the exit code."""
     parser = argparse.ArgumentParser(prog="isloader", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_store(sub)

@@ -24,6 +24,7 @@ __all__ = [
     "ShardChangedError",
     "CorruptShardError",
     "MissingShardError",
+    "TrainerStalledError",
 ]
 
 
@@ -99,3 +100,9 @@ class CorruptShardError(ShardError):
 
 class MissingShardError(ShardError, FileNotFoundError):
     """A shard listed in the catalog that no longer exists."""
+
+
+class TrainerStalledError(IsloaderError, TimeoutError):
+    """A read task waited past its timeout for a trainer rank to reach the step its plan
+    may be drawn at: drawing it anyway would break the staleness bound. The rank has
+    stopped reporting (crashed, hung, or never calls ``report``)."""

@@ -24,6 +24,7 @@ class UnitLayout:
 
     @property
     def name(self) -> str:
+        """A digest of the bounds: the store knows a layout by it."""
         data = np.ascontiguousarray(self.bounds, dtype="<i8").tobytes()
         return hashlib.sha1(data).hexdigest()[:20]
 

@@ -68,6 +68,7 @@ class BackgroundSender(Generic[T]):
 
     @property
     def pending(self) -> int:
+        """Items queued and not yet sent."""
         with self._cond:
             return len(self._items)
 

@@ -78,3 +78,39 @@ def test_no_code_outside_the_formats_asks_which_format_it_has() -> None:
         if pattern.search(line)
     ]
     assert found == []
+
+
+def _public_definitions(path: Path) -> list[tuple[str, bool]]:
+    """``(name, has a docstring)`` of every public class, function and method in a file."""
+    import ast
+
+    found: list[tuple[str, bool]] = []
+
+    def visit(nodes: list[ast.stmt], prefix: str) -> None:
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if node.name.startswith("_"):
+                    continue
+                found.append((prefix + node.name, ast.get_docstring(node) is not None))
+                if isinstance(node, ast.ClassDef):
+                    visit(node.body, f"{prefix}{node.name}.")
+
+    visit(ast.parse(path.read_text()).body, "")
+    return found
+
+
+def test_the_public_surface_of_every_subpackage_is_documented() -> None:
+    package = ROOT / "isloader"
+    by_part: dict[str, list[tuple[str, bool]]] = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).parts
+        if parts[0] == "_proto":  # generated
+            continue
+        part = parts[0] if len(parts) > 1 else "(top level)"
+        by_part.setdefault(part, []).extend(
+            (f"{path.relative_to(ROOT)}:{name}", has) for name, has in _public_definitions(path)
+        )
+    assert {"store", "data", "pipeline", "demo", "(top level)"} <= set(by_part)
+    for part, names in by_part.items():
+        missing = [name for name, has in names if not has]
+        assert len(missing) <= 0.05 * len(names), (part, missing)

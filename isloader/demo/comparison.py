@@ -57,6 +57,7 @@ class Comparison:
 
     @property
     def where(self) -> str:
+        """Where the data comes from, in words, for the table's title."""
         s = self.settings
         if s.dataset:
             return s.dataset

@@ -600,6 +600,7 @@ class EmulatedObjectStore:
 
     @property
     def pid(self) -> int:
+        """The server process's pid (for CPU and memory readings)."""
         assert self._proc is not None
         return self._proc.pid
 
@@ -648,10 +649,12 @@ class EmulatedObjectStore:
         return self.root / uri.removeprefix("s3://")
 
     def stats(self) -> EndpointStats:
+        """The endpoint's counters now (requests, GETs, bytes, server CPU seconds)."""
         with urllib.request.urlopen(f"{self.endpoint}/_endpoint/stats", timeout=30) as reply:
             return EndpointStats(**json.loads(reply.read()))
 
     def reset(self) -> None:
+        """Zero the endpoint's counters."""
         request = urllib.request.Request(f"{self.endpoint}/_endpoint/reset", method="POST")
         with urllib.request.urlopen(request, timeout=30):
             pass
@@ -705,6 +708,7 @@ asyncio.run(main())
 
 
 def main() -> None:
+    """``python -m isloader.demo.endpoint ROOT``: serve a folder in the foreground."""
     parser = argparse.ArgumentParser(description="an emulated S3 endpoint over a folder")
     parser.add_argument("root")
     parser.add_argument("--latency-ms", type=float, default=20.0)

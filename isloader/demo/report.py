@@ -85,6 +85,7 @@ def _cell(value: Any, fmt: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    """The methods' summary rows as one rich table on the terminal."""
     from rich.console import Console
     from rich.table import Table
 

@@ -36,6 +36,8 @@ class DemoSettings(BaseModel):
     format: str = Field("parquet", pattern="^(parquet|webdataset)$", description="shard format")
 
     def method_list(self) -> list[str]:
+        """The methods to run, in order: one uniform baseline on local data, random
+        pruning after the method whose sizes it follows; unknown names raise ``ValueError``."""
         from isloader.demo.methods import METHODS  # torch: only when a demo runs
 
         methods = [m for m in self.methods.split(",") if m]

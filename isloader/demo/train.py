@@ -43,6 +43,7 @@ class RunResult:
     histograms: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
 
     def series(self, key: str) -> list[float]:
+        """One per-epoch figure (``key``) across the run's epochs."""
         return [e[key] for e in self.epochs]
 
 
@@ -60,6 +61,7 @@ def build_model(inputs: int, classes: int, seed: int) -> torch.nn.Module:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``."""
     logits = model(torch.as_tensor(np.array(x)))  # a copy: Arrow-backed arrays are read-only
     target = torch.as_tensor(np.array(y)).long()
     loss = F.cross_entropy(logits, target).item()

@@ -22,6 +22,9 @@ __all__ = ["StepClock", "RayStepClock", "SharedStepClock"]
 
 
 class StepClock(Protocol):
+    """How read tasks learn the trainer's progress: ``advance`` from the trainer, ``wait``
+    from the read workers, so no plan is drawn more than the staleness bound ahead."""
+
     def advance(self, steps: int) -> None:
         """The trainer has finished ``steps`` steps of the current epoch."""
 
@@ -79,14 +82,18 @@ class RayStepClock:
         return RayStepClock, (self.key, self._actor)
 
     def advance(self, steps: int) -> None:
+        """The trainer has finished ``steps`` steps (sent without waiting for the actor)."""
         self._actor.advance.remote(self.key, steps)
 
     def wait(self, steps: int, timeout: float) -> int:
+        """Block in the actor until ``steps`` steps are finished or ``timeout`` passes;
+        returns the steps finished then."""
         import ray
 
         return int(ray.get(self._actor.wait.remote(self.key, steps, timeout)))
 
     def forget(self) -> None:
+        """Drop this clock's counter from the actor (the loader is closed)."""
         self._actor.forget.remote(self.key)
 
 
@@ -97,14 +104,18 @@ class SharedStepClock:
         self._value = multiprocessing.get_context().Value("q", -1)
 
     def advance(self, steps: int) -> None:
+        """The trainer has finished ``steps`` steps (the counter never goes back)."""
         with self._value.get_lock():
             self._value.value = max(self._value.value, steps)
 
     def reset(self, steps: int) -> None:
+        """Set the counter at an epoch's start (it may go back)."""
         with self._value.get_lock():
             self._value.value = steps
 
     def wait(self, steps: int, timeout: float) -> int:
+        """Poll until ``steps`` steps are finished or ``timeout`` passes; returns the
+        steps finished then."""
         deadline = time.monotonic() + timeout
         delay = 0.0005
         while self._value.value < steps and time.monotonic() < deadline:

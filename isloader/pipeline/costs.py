@@ -46,6 +46,7 @@ class DrawChoice:
     locality_fetch_s_per_step: float
 
     def as_dict(self) -> dict[str, float | str]:
+        """The choice and its predicted costs, for ``history``."""
         return asdict(self)
 
 

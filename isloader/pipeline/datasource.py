@@ -47,9 +47,11 @@ class ImportanceDatasource(Datasource):
         self.row_bytes = row_bytes
 
     def get_name(self) -> str:
+        """The name Ray Data shows for this read."""
         return "Importance"
 
     def estimate_inmemory_data_size(self) -> int:
+        """Rows times the estimated bytes per row (for Ray's memory planning)."""
         return sum(t.rows for t in self.tasks) * self.row_bytes
 
     def get_read_tasks(

@@ -114,6 +114,7 @@ class EpochCounters:
         return self.bytes_fetched / self.miss_bytes if self.miss_bytes else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """Every counter and derived figure (hit rate, staleness, weights' tail) as a dict."""
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         return {
             **out,
@@ -149,6 +150,8 @@ class EpochCounters:
         self.samples += len(weights)
 
     def close(self) -> None:
+        """At the epoch's end: the weights' effective sample size and tail share, the step
+        time and the measured fetch time per step."""
         total, squares, n = self._w
         self.weight_ess = total * total / (n * squares) if squares else 0.0
         self.steps_weight_over_10 = self.steps_weight_over_10 / self.steps if self.steps else 0.0
@@ -343,6 +346,7 @@ class ImportanceLoader:
 
     @property
     def staleness_bound(self) -> int:
+        """The most trainer steps a plan may be drawn before its last batch is used."""
         return self.window + self.prefetch
 
     # -- the epoch protocol -------------------------------------------------------
@@ -598,6 +602,8 @@ class ImportanceLoader:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume where ``state_dict`` was taken: the same remaining batches of the same
+        epoch. Raises ``ValueError`` when the state was saved with another seed."""
         if state.get("seed") != self.seed:
             raise ValueError(
                 f"state was saved with seed {state.get('seed')}, loader has {self.seed}"
@@ -606,6 +612,7 @@ class ImportanceLoader:
         self.units = int(state.get("units_per_window", self.units))
 
     def close(self) -> None:
+        """Send queued reports, release the epoch machinery and the step clock."""
         try:
             self.protocol.close()
         finally:

@@ -120,4 +120,5 @@ class EpochProtocol:
         return self.store.stats()
 
     def close(self) -> None:
+        """Send every queued report and wait for the store to acknowledge them."""
         self.reporter.close()

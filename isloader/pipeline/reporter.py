@@ -49,10 +49,12 @@ class Reporter:
 
     @property
     def max_depth(self) -> int:
+        """The deepest the queue of unsent reports has been."""
         return self._sender.max_depth
 
     @max_depth.setter
     def max_depth(self, value: int) -> None:
+        """Reset the high-water mark (the loader does at each epoch's start)."""
         self._sender.max_depth = value
 
     def report(self, index: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ReaderSettings, ShardReader
+from isloader.errors import TrainerStalledError
 from isloader.layout import UnitLayout
 from isloader.pipeline.clock import StepClock
 from isloader.pipeline.plan import ReadTask
@@ -71,6 +72,7 @@ class TaskContext:
     pending: bool = False
 
     def shard_reader(self) -> ShardReader:
+        """This process's reader of the loader's dataset (made once, its caches kept warm)."""
         reader = _READERS.get(self.loader_id)
         if reader is None:
             catalog, settings = self.catalog, self.reader
@@ -86,6 +88,7 @@ class TaskContext:
         return reader
 
     def store_client(self) -> ImportanceStore:
+        """This process's connection to the store (made once per connection)."""
         if self.store is None:
             raise RuntimeError("a sampling task needs a store")
         if not isinstance(self.store, StoreConnection):
@@ -127,6 +130,25 @@ def _rank_once(context: TaskContext, reader: ShardReader, importance: Callable) 
     return ranked[1]
 
 
+def _wait_for_trainer(
+    clock: StepClock, task: ReadTask, prefetch: int, timeout: float = _CLOCK_TIMEOUT
+) -> None:
+    """Block until the trainer is within ``prefetch`` steps of the task's window.
+
+    Raises:
+        TrainerStalledError: it did not get there within ``timeout`` seconds.
+    """
+    wanted = task.first_step - prefetch
+    finished = clock.wait(wanted, timeout)
+    if finished < wanted:
+        _, epoch, _, rank = task.seed
+        raise TrainerStalledError(
+            f"rank {rank} finished {finished} steps of epoch {epoch} in {timeout:.0f} s; "
+            f"the window at step {task.first_step} may be drawn once it has finished "
+            f"{wanted} (it stopped reporting: is it alive, and does it call report()?)"
+        )
+
+
 @dataclass(frozen=True)
 class ReadStats:
     """What one task's read cost, for the loader's per-epoch counters."""
@@ -159,7 +181,7 @@ def run_read_task(
     if task.count:
         if plan is None:
             if context.clock is not None:
-                context.clock.wait(task.first_step - context.prefetch, _CLOCK_TIMEOUT)
+                _wait_for_trainer(context.clock, task, context.prefetch)
             layout, units = context.layout, context.units
             plan = context.store_client().sample(task.count, task.seed, layout=layout, units=units)
         if importance is not None:

@@ -122,6 +122,7 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
 
     @property
     def epoch(self) -> int:
+        """The epoch ``set_epoch`` started (shared with the worker processes)."""
         return int(self._epoch.value)
 
     def set_epoch(self, epoch: int) -> None:
@@ -133,6 +134,7 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
             self._store_connection()  # serve the embedded store before workers fork
 
     def mode(self, epoch: int) -> str:
+        """``"stream"`` for the initialization epoch and uniform sampling, else ``"sample"``."""
         return "stream" if self.method.sampling == "uniform" or epoch == 0 else "sample"
 
     # -- worker side --------------------------------------------------------------
@@ -201,6 +203,7 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         return self.protocol.finish_epoch(epoch)
 
     def close(self) -> None:
+        """Send queued reports and release the epoch machinery."""
         if self.protocol is not None:
             self.protocol.close()
 
