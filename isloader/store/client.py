@@ -162,16 +162,17 @@ class StoreClient:
         self._seq = 0
         self._lock = threading.Lock()
         options = [("grpc.max_receive_message_length", 256 << 20)]
-        shards = []
-        for address in addresses:
-            channel = (
-                grpc.secure_channel(address, tls.credentials(), options)
-                if tls
-                else grpc.insecure_channel(address, options)
-            )
-            shards.append(_Shard(address, store_pb2_grpc.ImportanceStoreStub(channel), channel))
-        self._pool = ThreadPoolExecutor(max(len(shards), 1), thread_name_prefix="isloader-rpc")
+        shards: list[_Shard] = []
+        self._pool = ThreadPoolExecutor(max(len(addresses), 1), thread_name_prefix="isloader-rpc")
         try:
+            for address in addresses:
+                channel = (
+                    grpc.secure_channel(address, tls.credentials(), options)
+                    if tls
+                    else grpc.insecure_channel(address, options)
+                )
+                stub = store_pb2_grpc.ImportanceStoreStub(channel)
+                shards.append(_Shard(address, stub, channel))
             infos = self._all(shards, "Stats", lambda s: pb.StatsRequest())
             for shard, info in zip(shards, infos, strict=True):
                 shard.start, shard.stop = info.shard.start, info.shard.stop

@@ -96,8 +96,9 @@ class StoreServer:
         interceptors = (
             [_BearerTokenInterceptor(token, self.shard.metrics.auth_failures.inc)] if token else []
         )
+        self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="isloader-grpc")
         self._server = grpc.server(
-            ThreadPoolExecutor(settings.workers),
+            self._executor,
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
@@ -124,6 +125,7 @@ class StoreServer:
             raise OSError(f"could not bind {address}")
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
+        self._metrics_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._snapshotter: threading.Thread | None = None
 
@@ -137,7 +139,7 @@ class StoreServer:
         configured; returns self."""
         self._server.start()
         if self.settings.metrics_port is not None:
-            self._metrics_server, _ = start_http_server(
+            self._metrics_server, self._metrics_thread = start_http_server(
                 self.settings.metrics_port, self.settings.host, registry=self.shard.metrics.registry
             )
             self.metrics_port = self._metrics_server.server_port
@@ -155,12 +157,20 @@ class StoreServer:
             self.health.set(name, status.SERVING if writable else status.NOT_SERVING)
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop serving, then write a final snapshot (when configured) and close the WAL."""
+        """Stop serving, then write a final snapshot (when configured) and close the WAL;
+        every thread the server started is joined and its executor shut down."""
         self.health.enter_graceful_shutdown()
         self._stop.set()
         self._server.stop(grace).wait()
+        self._executor.shutdown(wait=True)
+        if self._snapshotter is not None:
+            self._snapshotter.join()
+            self._snapshotter = None
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            if self._metrics_thread is not None:
+                self._metrics_thread.join()
         if self._owns_shard:
             self.shard.snapshot()
             self.shard.close()

@@ -123,8 +123,12 @@ class StoreShard:
                 replayed = sum(1 for _ in map(self._replay, records))
                 log.info("replayed %d write-ahead log records", replayed)
         self._inline = apply_inline  # the caller is a background thread already
+        self._applier_thread: threading.Thread | None = None
         if not apply_inline:
-            threading.Thread(target=self._applier, daemon=True, name="isloader-apply").start()
+            self._applier_thread = threading.Thread(
+                target=self._applier, daemon=True, name="isloader-apply"
+            )
+            self._applier_thread.start()
 
     # -- reads -----------------------------------------------------------------
 
@@ -295,11 +299,15 @@ class StoreShard:
             return path
 
     def close(self) -> None:
-        """Stop the applier (applying what is logged), then close the write-ahead log."""
+        """Stop the applier (applying what is logged) and join it, then close the
+        write-ahead log."""
         self._closed = True
         self._wake.set()
         with self._settled():
             pass
+        if self._applier_thread is not None:
+            self._applier_thread.join()
+            self._applier_thread = None
         if self._wal is not None:
             self._wal.close()
 

@@ -168,6 +168,25 @@ def test_metrics_endpoint_exports_store_gauges() -> None:
         server.stop(grace=0)
 
 
+def test_stopped_servers_and_closed_clients_leave_no_thread_running(tmp_path) -> None:
+    """Servers with every thread they can start (gRPC executor, metrics, snapshots, the
+    shard's applier) and clients with their RPC pools, ten times over."""
+    from isloader.config import StoreSettings
+    from isloader.store.server import StoreServer
+
+    before = {t.ident for t in threading.enumerate()}
+    for round_ in range(10):
+        settings = StoreSettings(num_samples=10, port=0, metrics_port=0, snapshot_interval=0.05,
+                                 snapshot_uri=str(tmp_path / f"snap-{round_}"))  # fmt: skip
+        server = StoreServer(settings).start()
+        with StoreClient([server.address]) as client:
+            client.update(np.arange(10), np.ones(10), wait=False)
+            client.flush()
+        server.stop(grace=0)
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == []
+
+
 def test_token_is_required_when_configured(tmp_path) -> None:
     (tmp_path / "token").write_text("s3cret\n")
     proc = StoreProcess(
