@@ -57,7 +57,7 @@ from isloader.errors import (
 from isloader.retry import RetryPolicy
 from isloader.sender import BackgroundSender
 from isloader.store.api import Seed, seed_sequence
-from isloader.store.limits import MAX_SAMPLE
+from isloader.store.limits import MAX_SAMPLE, check_count, check_end_epoch, check_values
 from isloader.store.records import Plan, ShardView, TableStats, UnitLayout, UnitStats
 from isloader.store.status import error_for
 from isloader.store.table import prune_threshold
@@ -279,8 +279,7 @@ class StoreClient:
             raise InvalidArgumentError(f"indices must be integers, got dtype {idx.dtype}")
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_samples):
             raise IndexOutOfRangeError(f"indices must be in [0, {self.num_samples})")
-        if val.size and not (np.isfinite(val).all() and (val >= 0).all()):
-            raise InvalidArgumentError("values must be finite and >= 0")
+        check_values("values", val)
         return idx.astype(np.int64, copy=False), val
 
     # -- sampling --------------------------------------------------------------
@@ -292,10 +291,7 @@ class StoreClient:
         (locality-aware: per-shard units split by mass); see ``ImportanceStore.sample`` for
         what it raises.
         """
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-            raise InvalidArgumentError(f"sample count must be an integer >= 0, got {count!r}")
-        if count > MAX_SAMPLE:
-            raise InvalidArgumentError(f"sample count {count} exceeds {MAX_SAMPLE} per call")
+        count = check_count("sample count", count, MAX_SAMPLE)
         rng = np.random.default_rng(seed_sequence(seed))
         if layout is not None and units:
             return self._sample_units(count, rng, layout, units)
@@ -446,7 +442,11 @@ class StoreClient:
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
         """``q += eps`` on every shard, once per epoch number; returns whether any shard
-        applied it (a retry after a partial failure completes the rest)."""
+        applied it (a retry after a partial failure completes the rest). The bounds are
+        checked against every shard first, so no shard applies what another refuses."""
+        shards = self._all(self._shards, "Stats", lambda s: pb.StatsRequest())
+        top = max((r.q_max for r in shards if r.shard.active_count), default=0.0)
+        check_end_epoch(epoch, eps, top, max(r.shard.epoch for r in shards))
         replies = self._all(
             self._shards, "EndEpoch", lambda s: pb.EndEpochRequest(epoch=epoch, eps=eps)
         )

@@ -163,7 +163,8 @@ class ImportanceStoreServicer(store_pb2_grpc.ImportanceStoreServicer):
     def Snapshot(
         self, request: pb.SnapshotRequest, context: grpc.ServicerContext
     ) -> pb.SnapshotResponse:
-        """Write a snapshot now (FAILED_PRECONDITION without a snapshot location)."""
+        """Write a snapshot now; the path is empty without a snapshot location (as
+        ``LocalStore.snapshot`` returns none)."""
         if not self._shard.durability.snapshot_uri:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no --snapshot-uri configured")
+            return pb.SnapshotResponse(shard=self._info(), path="")
         return pb.SnapshotResponse(shard=self._info(), path=self._shard.snapshot() or "")

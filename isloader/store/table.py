@@ -42,12 +42,14 @@ from isloader.errors import (
     UnknownLayoutError,
 )
 from isloader.store.limits import (
-    MAX_EPOCH,
-    MAX_EPOCH_JUMP,
     MAX_SAMPLE,
     MAX_UNITS,
-    MAX_VALUE,
     REQUEST_WINDOW,
+    check_count,
+    check_end_epoch,
+    check_epoch_jump,
+    check_eps,
+    check_values,
 )
 from isloader.store.records import Plan, ShardView, TableState, TableStats, UnitStats
 from isloader.store.requests import RequestLog
@@ -98,39 +100,6 @@ def prune_threshold(total_mass: float, active_count: int, k: float) -> float:
     if not (math.isfinite(k) and k > 0):
         raise InvalidArgumentError(f"prune K must be finite and > 0, got {k}")
     return total_mass / (k * active_count) if active_count else 0.0
-
-
-def _check_values(name: str, values: np.ndarray) -> None:
-    if values.size and not np.isfinite(values).all():
-        raise InvalidArgumentError(f"{name} contains NaN or infinity")
-    if values.size and (values < 0).any():
-        raise InvalidArgumentError(f"{name} contains negative values (min {values.min()})")
-    if values.size and values.max() > MAX_VALUE:
-        raise InvalidArgumentError(f"{name} exceeds {MAX_VALUE:g} (max {values.max():g})")
-
-
-def _check_count(name: str, value: object, limit: int) -> int:
-    """An integer in ``[0, limit]``; more than ``limit`` is too large a request."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
-    if value < 0:
-        raise InvalidArgumentError(f"{name} must be >= 0, got {value}")
-    if value > limit:
-        raise MessageTooLargeError(f"{name} {value} exceeds the limit of {limit}")
-    return int(value)
-
-
-def _check_epoch(epoch: object) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
-        raise InvalidArgumentError(f"epoch must be an integer, got {epoch!r}")
-    if not 0 <= epoch < MAX_EPOCH:
-        raise InvalidArgumentError(f"epoch must be in [0, {MAX_EPOCH}), got {epoch}")
-    return int(epoch)
-
-
-def _check_eps(name: str, value: float) -> None:
-    if not (math.isfinite(value) and 0 <= value <= MAX_VALUE):
-        raise InvalidArgumentError(f"{name} must be finite, >= 0 and <= {MAX_VALUE:g}, got {value}")
 
 
 class ImportanceTable:
@@ -231,7 +200,7 @@ class ImportanceTable:
             raise InvalidArgumentError(
                 f"indices and values differ in length ({len(local)} != {values.size})"
             )
-        _check_values("values", values)
+        check_values("values", values)
         return local, values
 
     def check_request(self, request: tuple[str, int]) -> None:
@@ -283,8 +252,8 @@ class ImportanceTable:
         With ``layout`` (registered by ``set_layout``) and ``units = G > 0`` the draws
         are locality-aware: restricted to ``G`` units picked by mass, same marginals.
         """
-        count = _check_count("sample count", count, MAX_SAMPLE)
-        units = _check_count("units per window", units, MAX_SAMPLE)
+        count = check_count("sample count", count, MAX_SAMPLE)
+        units = check_count("units per window", units, MAX_SAMPLE)
         if count == 0:
             empty = np.zeros(0)
             return Plan(np.zeros(0, dtype=np.int64), empty, empty)
@@ -384,24 +353,16 @@ class ImportanceTable:
         push a q past ``MAX_VALUE`` (the snapshot could no longer be loaded), an epoch
         more than ``MAX_EPOCH_JUMP`` beyond this table's (every later epoch-end would be
         ignored as already done)."""
-        _check_eps("eps", eps)
-        epoch = _check_epoch(epoch)
-        if epoch > self._epoch + MAX_EPOCH_JUMP:
-            raise InvalidArgumentError(
-                f"epoch {epoch} is more than {MAX_EPOCH_JUMP} beyond the store's ({self._epoch})"
-            )
+        top = 0.0
         if eps and self._active:
             self._refresh()
             top = float(self._q[~self._pruned].max())
-            if top + eps > MAX_VALUE:
-                raise InvalidArgumentError(
-                    f"eps {eps:g} would push q past {MAX_VALUE:g} (largest q {top:g})"
-                )
+        check_end_epoch(epoch, eps, top, self._epoch)
 
     def check_prune(self, threshold: float, epoch: int | None) -> None:
         """Raise ``InvalidArgumentError`` for a threshold or epoch ``prune`` would refuse
         (the shard checks before it logs the change)."""
-        _check_eps("threshold", threshold)
+        check_eps("threshold", threshold)
         self._check_epoch_jump(epoch)
 
     def check_readmit(self, fraction: float, epoch: int | None) -> None:
@@ -412,10 +373,8 @@ class ImportanceTable:
         self._check_epoch_jump(epoch)
 
     def _check_epoch_jump(self, epoch: int | None) -> None:
-        if epoch is not None and _check_epoch(epoch) > self._epoch + MAX_EPOCH_JUMP:
-            raise InvalidArgumentError(
-                f"epoch {epoch} is more than {MAX_EPOCH_JUMP} beyond the store's ({self._epoch})"
-            )
+        if epoch is not None:
+            check_epoch_jump(epoch, self._epoch)
 
     def end_epoch(self, epoch: int, eps: float) -> bool:
         """Alg. 1 line 13, once per epoch number: ``q += eps`` on every active sample."""
@@ -537,7 +496,7 @@ class ImportanceTable:
         n = self.config.size
         if not (state.q.shape == state.seen.shape == state.pruned.shape == (n,)):
             raise SnapshotMismatchError(f"snapshot arrays do not have {n} entries")
-        _check_values("snapshot q", state.q)
+        check_values("snapshot q", state.q)
         self._q[:] = np.where(state.pruned, 0.0, state.q)
         self._seen = state.seen.astype(np.bool_, copy=True)
         self._pruned = state.pruned.astype(np.bool_, copy=True)

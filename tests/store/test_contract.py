@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from isloader.config import StoreSettings
-from isloader.errors import IndexOutOfRangeError, InvalidArgumentError
+from isloader.errors import IndexOutOfRangeError, InvalidArgumentError, MessageTooLargeError
 from isloader.store.api import ImportanceStore
 from isloader.store.client import StoreClient
+from isloader.store.limits import MAX_SAMPLE, MAX_VALUE
 from isloader.store.local import LocalStore
 from isloader.store.records import UnitLayout
 from isloader.store.server import StoreServer
@@ -186,3 +187,19 @@ def test_reset_forgets_every_measurement(store) -> None:
     assert (stats.seen, stats.pruned, stats.active, stats.epoch) == (0, 0, N, 0)
     np.testing.assert_allclose(store.lookup(np.arange(N)), 1.0)
     assert store.end_epoch(0, 0.1)  # epoch numbers start over
+
+
+def test_both_answer_the_same_at_the_limits(store) -> None:
+    """A snapshot with no location configured writes none; over-limit requests get the
+    same error in-process and over the wire, and change nothing."""
+    seeded(store)
+    store.update(np.array([0]), np.array([0.6 * MAX_VALUE]))
+    before = store.stats()
+    assert store.snapshot() == []
+    with pytest.raises(MessageTooLargeError):
+        store.sample(MAX_SAMPLE + 1, 0)
+    with pytest.raises(InvalidArgumentError):
+        store.update(np.array([0]), np.array([MAX_VALUE * 10]))
+    with pytest.raises(InvalidArgumentError):
+        store.end_epoch(0, 0.6 * MAX_VALUE)  # would push q[0] (about 0.48 of it) past it
+    assert store.stats() == before
