@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test lint proto bench bench-deps deploy-check clean
+.PHONY: demo test lint proto bench bench-deps bench-remote deploy-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -35,6 +35,10 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench-deps: $(BENCH_STAMP)
+
+# The headline comparison against the peers, on the emulated endpoint (about an hour here).
+bench-remote: $(BENCH_STAMP)
+	$(PY) benchmarks/bench_remote_training.py
 
 bench: $(BENCH_STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

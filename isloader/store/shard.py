@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,15 @@ import numpy as np
 
 from isloader.errors import RequestInProgressError, SnapshotError, StoreNotWritableError
 from isloader.store.files import LOCAL_FILES, FileOps
+from isloader.store.logrecords import (
+    END_EPOCH,
+    PRUNE,
+    READMIT,
+    RESET,
+    UPDATE,
+    decode_update,
+    encode_update,
+)
 from isloader.store.metrics import ShardMetrics
 from isloader.store.records import Plan, ShardView, TableStats, UnitStats
 from isloader.store.snapshot import SNAPSHOTS_KEPT, read_latest_snapshot, write_snapshot
@@ -44,10 +52,8 @@ __all__ = ["StoreShard", "Durability"]
 
 log = logging.getLogger(__name__)
 
-_UPDATE, _END_EPOCH, _PRUNE, _READMIT, _RESET = 1, 2, 3, 4, 5
-_METHODS = {_END_EPOCH: "end_epoch", _PRUNE: "prune", _READMIT: "readmit", _RESET: "reset"}
-_KINDS = (_UPDATE, *_METHODS)
-_REQUEST = struct.Struct("<QH")  # seq, len(client_id)
+_METHODS = {END_EPOCH: "end_epoch", PRUNE: "prune", READMIT: "readmit", RESET: "reset"}
+_KINDS = (UPDATE, *_METHODS)
 
 
 class _Pending(NamedTuple):
@@ -210,7 +216,7 @@ class StoreShard:
                         raise RequestInProgressError(f"request {seq} of {client_id} in progress")
                 ticket = None
                 if self._wal is not None:  # encode only when there is a log to write
-                    ticket = self._append(_UPDATE, _encode_update(indices, values, client_id, seq))
+                    ticket = self._append(UPDATE, encode_update(indices, values, client_id, seq))
                 self._backlog.append(_Pending(local, vals, request, ticket))
                 if request is not None:
                     self._in_flight.add(request)
@@ -237,22 +243,22 @@ class StoreShard:
     def end_epoch(self, epoch: int, eps: float) -> bool:
         """``q += eps`` once per epoch number, logged before it is applied; returns whether
         it applied. Raises ``InvalidArgumentError`` (bounds) or ``StoreNotWritableError``."""
-        return self._change(_END_EPOCH, "end_epoch", epoch=epoch, eps=eps)
+        return self._change(END_EPOCH, "end_epoch", epoch=epoch, eps=eps)
 
     def prune(self, threshold: float, epoch: int | None = None) -> int:
         """Alg. 2 at ``threshold`` (once per ``epoch`` when given), logged first; returns how
         many were pruned. Raises ``InvalidArgumentError`` or ``StoreNotWritableError``."""
-        return self._change(_PRUNE, "prune", threshold=threshold, epoch=epoch)
+        return self._change(PRUNE, "prune", threshold=threshold, epoch=epoch)
 
     def readmit(self, fraction: float, seed: int, epoch: int | None = None) -> int:
         """Readmit a random ``fraction`` of pruned samples, logged first; returns how many.
         Raises ``InvalidArgumentError`` or ``StoreNotWritableError``.
         """
-        return self._change(_READMIT, "readmit", fraction=fraction, seed=seed, epoch=epoch)
+        return self._change(READMIT, "readmit", fraction=fraction, seed=seed, epoch=epoch)
 
     def reset(self) -> None:
         """Forget every measurement (logged first). Raises ``StoreNotWritableError``."""
-        self._change(_RESET, "reset")
+        self._change(RESET, "reset")
 
     def snapshot(self, *, force: bool = False) -> str | None:
         """Write a snapshot if anything changed since the last one (or ``force``: a shard
@@ -430,8 +436,8 @@ class StoreShard:
 
     def _replay(self, record: tuple[int, bytes]) -> None:
         kind, payload = record
-        if kind == _UPDATE:
-            indices, values, client_id, seq = _decode_update(payload)
+        if kind == UPDATE:
+            indices, values, client_id, seq = decode_update(payload)
             self._table.update(indices, values, request=(client_id, seq) if client_id else None)
         else:
             self._apply(_METHODS[kind], json.loads(payload))
@@ -472,27 +478,3 @@ class StoreShard:
             "pruned_samples": self.config.size - active,
             "epoch": epoch,
         }
-
-
-def _encode_update(indices: np.ndarray, values: np.ndarray, client_id: str, seq: int) -> bytes:
-    cid = client_id.encode()
-    idx = np.asarray(indices, dtype="<i8").tobytes()
-    return (
-        _REQUEST.pack(seq, len(cid))
-        + cid
-        + struct.pack("<Q", len(idx))
-        + idx
-        + np.asarray(values, dtype="<f8").tobytes()
-    )
-
-
-def _decode_update(payload: bytes) -> tuple[np.ndarray, np.ndarray, str, int]:
-    seq, cid_len = _REQUEST.unpack_from(payload)
-    pos = _REQUEST.size
-    client_id = payload[pos : pos + cid_len].decode()
-    pos += cid_len
-    (idx_len,) = struct.unpack_from("<Q", payload, pos)
-    pos += 8
-    indices = np.frombuffer(payload, dtype="<i8", count=idx_len // 8, offset=pos)
-    values = np.frombuffer(payload, dtype="<f8", offset=pos + idx_len)
-    return indices, values, client_id, seq
