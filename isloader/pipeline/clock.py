@@ -6,9 +6,10 @@ used at most ``window + prefetch`` steps after its plan was drawn, however far
 ahead the executor would otherwise run (docs/architecture.md, "Staleness").
 
 The trainer side advances the clock (batches handed out, reports sent); read tasks
-wait on it. ``RayStepClock`` is a small threaded Ray actor shared by the loaders of
-one driver; ``SharedStepClock`` is a shared integer for ``torch.utils.data``
-workers on one machine.
+wait on it. ``RayStepClock`` is a named counter in a small threaded Ray actor that its
+loader owns (``ClockActor``: made on first use, killed by ``close``);
+``SharedStepClock`` is a shared integer for ``torch.utils.data`` workers on one
+machine.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-__all__ = ["StepClock", "RayStepClock", "SharedStepClock"]
+__all__ = ["StepClock", "RayStepClock", "ClockActor", "SharedStepClock"]
 
 
 class StepClock(Protocol):
@@ -55,28 +56,37 @@ class _Clocks:
             self._steps.pop(key, None)
 
 
-_ACTOR: Any = None
-_ACTOR_LOCK = threading.Lock()
+class ClockActor:
+    """The clocks actor one loader owns: made on first use, killed by ``close``."""
 
+    def __init__(self) -> None:
+        self._handle: Any = None
 
-def _actor() -> Any:
-    """The driver's clock actor (created once; it takes no CPU slot)."""
-    global _ACTOR
-    import ray
+    @property
+    def handle(self) -> Any:
+        """The actor (it takes no CPU slot)."""
+        if self._handle is None:
+            import ray
 
-    with _ACTOR_LOCK:
-        if _ACTOR is None:
-            remote = ray.remote(num_cpus=0, max_concurrency=256)(_Clocks)
-            _ACTOR = remote.remote()
-        return _ACTOR
+            self._handle = ray.remote(num_cpus=0, max_concurrency=256)(_Clocks).remote()
+        return self._handle
+
+    def close(self) -> None:
+        """Kill the actor (waiting tasks fail fast instead of waiting on a dead clock)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            import ray
+
+            ray.kill(handle)
 
 
 class RayStepClock:
-    """One named counter in the driver's clock actor; pickles into Ray tasks."""
+    """One named counter in a loader's clock actor (a ``ClockActor`` handle); pickles
+    into Ray tasks."""
 
-    def __init__(self, key: str, actor: Any = None) -> None:
+    def __init__(self, key: str, actor: Any) -> None:
         self.key = key
-        self._actor = actor if actor is not None else _actor()
+        self._actor = actor
 
     def __reduce__(self) -> tuple[Any, ...]:
         return RayStepClock, (self.key, self._actor)

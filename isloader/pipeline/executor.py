@@ -10,13 +10,14 @@ driver; an actor call takes a few milliseconds, which is what lets a small
 staleness bound and streaming throughput hold together (docs/architecture.md,
 "Staleness").
 
-Actors are shared by the loaders of one driver and keep each loader's reader (and
-so its memory tier) across epochs.
+A ``ReadWorkerPool`` holds the actors: the loader that owns it makes it on first use
+and ``close`` kills its actors, so a loader's readers (memory tiers, open files, store
+clients) leave with it. Within a loader they live across epochs.
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -24,45 +25,56 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from isloader.pipeline.plan import ReadTask
-from isloader.pipeline.tasks import ReadStats, TaskContext, run_read_task
+from isloader.pipeline.tasks import ReadStats, TaskContext, WorkerState, run_read_task
 from isloader.store.records import Plan
 
-__all__ = ["WindowExecutor", "Block", "reader_pool"]
+__all__ = ["WindowExecutor", "Block", "ReadWorkerPool"]
 
 
 class _ReadWorker:
-    """A Ray actor that runs read tasks (its process keeps readers and store clients)."""
+    """A Ray actor that runs read tasks; its ``WorkerState`` keeps readers and store
+    clients across them."""
 
     def __init__(self) -> None:
         self._contexts: dict[str, TaskContext] = {}
+        self._state = WorkerState()
 
     def bind(self, loader_id: str, context: TaskContext) -> None:
         """Keep the context of a loader's current epoch, so each call ships only its task."""
         self._contexts[loader_id] = context
 
-    def release(self, loader_id: str) -> None:
-        self._contexts.pop(loader_id, None)
-
     def run(
         self, loader_id: str, task: ReadTask, plan: Plan | None
     ) -> tuple[dict[str, np.ndarray], ReadStats]:
-        return run_read_task(task, self._contexts[loader_id], plan)
+        """Run one task of the bound loader (its plan drawn here unless given)."""
+        return run_read_task(task, self._contexts[loader_id], plan, self._state)
+
+    def close(self) -> None:
+        """Close the readers and store clients (their files, threads and channels)."""
+        self._contexts.clear()
+        self._state.close()
 
 
-_POOLS: dict[bool, list[Any]] = {}
-_POOL_LOCK = threading.Lock()
+class ReadWorkerPool:
+    """The read actors one loader owns: made on first use, killed by ``close``.
 
+    By default two per two CPUs of this node (2-8 in all), next to the trainer; with
+    ``spread`` two on every alive node, so each node's disk cache serves the reads
+    placed there.
+    """
 
-def reader_pool(*, spread: bool = False) -> list[Any]:
-    """The driver's read actors, created on first use: by default on this node, one per
-    CPU of it (2-8), next to the trainer; with ``spread`` two on every alive node, so each
-    node's disk cache serves the reads placed there."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    def __init__(self, *, spread: bool = False) -> None:
+        self.spread = spread
+        self._actors: list[Any] | None = None
 
-    with _POOL_LOCK:
-        if spread not in _POOLS:
-            if spread:
+    @property
+    def actors(self) -> list[Any]:
+        """The actors (created on first use)."""
+        if self._actors is None:
+            import ray
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            if self.spread:
                 nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
             else:
                 here = ray.get_runtime_context().get_node_id()
@@ -70,11 +82,23 @@ def reader_pool(*, spread: bool = False) -> list[Any]:
                 nodes = [here] * (min(max(cpus, 2), 8) // 2)
             actors = []
             for node in nodes:
-                place = NodeAffinitySchedulingStrategy(node, soft=not spread)
+                place = NodeAffinitySchedulingStrategy(node, soft=not self.spread)
                 actor = ray.remote(num_cpus=0, scheduling_strategy=place)(_ReadWorker)
                 actors += [actor.remote(), actor.remote()]
-            _POOLS[spread] = actors
-        return list(_POOLS[spread])
+            self._actors = actors
+        return self._actors
+
+    def close(self) -> None:
+        """Let each actor close its readers (10 s at most), then kill it."""
+        actors, self._actors = self._actors, None
+        if not actors:
+            return
+        import ray
+
+        with contextlib.suppress(Exception):  # one gone or stuck is killed all the same
+            ray.get([a.close.remote() for a in actors], timeout=10)
+        for actor in actors:
+            ray.kill(actor)
 
 
 class Block(NamedTuple):
@@ -93,8 +117,8 @@ class WindowExecutor:
     Args:
         tasks: the epoch's tasks (sampling windows carry ``count`` and ``first_step``).
         context: what the tasks need; bound to every actor once per epoch.
+        pool: the read actors to run the tasks on (the loader's).
         prefetch: steps a window may be submitted ahead of its first step.
-        spread: run the tasks on read actors on every node (see ``reader_pool``).
         draw: draws a sampling task's plan at submission, in this process (an
             in-process store: no round trip back into the trainer); None: the actor
             draws it when it runs the task.
@@ -106,8 +130,8 @@ class WindowExecutor:
         tasks: list[ReadTask],
         context: TaskContext,
         *,
+        pool: ReadWorkerPool,
         prefetch: int,
-        spread: bool = False,
         draw: Callable[[ReadTask], Plan] | None = None,
         ahead: int = 4,
     ) -> None:
@@ -118,7 +142,7 @@ class WindowExecutor:
         self._prefetch = prefetch
         self._draw = draw
         self._ahead = ahead
-        self._actors = reader_pool(spread=spread)
+        self._actors = pool.actors
         ray.get([a.bind.remote(self._loader, context) for a in self._actors])
         self._turn = 0
         self._in_flight: deque[tuple[Any, int]] = deque()

@@ -19,6 +19,7 @@ API as a deployed one, served by the trainer process on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 import warnings
@@ -31,9 +32,9 @@ import torch
 
 from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ReaderSettings, disk_tier_enabled
-from isloader.pipeline.clock import RayStepClock
+from isloader.pipeline.clock import ClockActor, RayStepClock
 from isloader.pipeline.costs import DrawChoice, Endpoint, choose_draws, expected_coverage
-from isloader.pipeline.executor import Block, WindowExecutor
+from isloader.pipeline.executor import Block, ReadWorkerPool, WindowExecutor
 from isloader.pipeline.plan import (
     ReadTask,
     label_clustering,
@@ -331,6 +332,8 @@ class ImportanceLoader:
         self._id = uuid.uuid4().hex
         self._catalog_ref: CatalogRef | None = None
         self._clock: RayStepClock | None = None
+        self._clocks = ClockActor()  # owned: made on first use, killed by close()
+        self._pool = ReadWorkerPool(spread=read_on_all_nodes)  # owned, likewise
         self._position = (0, 0)  # (epoch, batches consumed in it)
         self._finished = -1  # steps the trainer finished in the current epoch
         self._thresholds: list[int] = []
@@ -452,7 +455,7 @@ class ImportanceLoader:
         self._start_epoch(epoch, clock=False)
         context = self.task_context(epoch)
         executor = WindowExecutor(
-            self.tasks(epoch), context, prefetch=self.prefetch, spread=self.read_on_all_nodes,
+            self.tasks(epoch), context, pool=self._pool, prefetch=self.prefetch,
             draw=self._in_process_draw(),
         )  # fmt: skip
         blocks = _counted(executor.run(lambda: self._finished), counters)
@@ -495,7 +498,7 @@ class ImportanceLoader:
         if clock and self.mode(epoch) == "sample":
             # one counter per epoch: its updates only ever raise it (max), so their
             # order in the threaded actor does not matter
-            self._clock = RayStepClock(f"{self._id}:{epoch}")
+            self._clock = RayStepClock(f"{self._id}:{epoch}", self._clocks.handle)
             self._clock.advance(self._finished)
 
     def _advance(self, finished: int) -> None:
@@ -612,9 +615,23 @@ class ImportanceLoader:
         self.units = int(state.get("units_per_window", self.units))
 
     def close(self) -> None:
-        """Send queued reports, release the epoch machinery and the step clock."""
+        """Send queued reports, then release what the loader owns: its read actors (their
+        readers, caches' files and store clients) and its clock actor. Idempotent; also
+        run by ``with`` and, as a last resort, when the loader is garbage-collected."""
         try:
             self.protocol.close()
         finally:
-            if self._clock is not None:
-                self._clock.forget()
+            self._clock = None
+            self._pool.close()
+            self._clocks.close()
+
+    def __enter__(self) -> ImportanceLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to free
+            self._pool.close()
+            self._clocks.close()

@@ -4,8 +4,10 @@
 A sampling task waits on the step clock until the trainer is close enough, draws its
 plan from the store *then*, reads the rows through the data-plane reader (its caches,
 then row-granular fetches), applies the user transform and returns numpy columns.
-Readers and store clients are kept per worker process, so the caches stay warm across
-the tasks a worker runs. With caches and importance sampling, the first sampled task of
+A ``WorkerState`` keeps readers and store clients across the tasks one worker runs, so
+the caches stay warm: the read actor that runs the tasks owns it (and drops it with the
+actor), a ``DataLoader`` worker keeps it on its copy of the dataset, and a Ray Data read
+task makes one for itself. With caches and importance sampling, the first sampled task of
 an epoch in each process ranks the caches by the store's current q (pruned rows leave;
 the disk tier does it once per node), and the initialization epoch's streamed rows wait
 in the reader until their q is measured (``ShardReader.settle``).
@@ -30,13 +32,17 @@ from isloader.store.api import ImportanceStore
 from isloader.store.client import StoreConnection
 from isloader.store.records import Plan
 
-__all__ = ["TaskContext", "CatalogRef", "ReadStats", "run_read_task", "table_to_numpy"]
+__all__ = [
+    "TaskContext",
+    "CatalogRef",
+    "ReadStats",
+    "WorkerState",
+    "run_read_task",
+    "table_to_numpy",
+]
 
 Transform = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
-_READERS: dict[str, ShardReader] = {}
-_STORES: dict[StoreConnection, ImportanceStore] = {}
-_RANKED: dict[str, tuple[int, float]] = {}  # loader -> (epoch ranked, mass covered)
 _CLOCK_TIMEOUT = 600.0
 
 
@@ -71,11 +77,22 @@ class TaskContext:
     caches: bool = False
     pending: bool = False
 
-    def shard_reader(self) -> ShardReader:
-        """This process's reader of the loader's dataset (made once, its caches kept warm)."""
-        reader = _READERS.get(self.loader_id)
+
+class WorkerState:
+    """What one worker process keeps across the read tasks it runs: a reader (and so its
+    caches) per loader, a store client per connection, and the epoch each loader's caches
+    were last ranked for. ``close`` releases them all."""
+
+    def __init__(self) -> None:
+        self._readers: dict[str, ShardReader] = {}
+        self._stores: dict[StoreConnection, ImportanceStore] = {}
+        self._ranked: dict[str, tuple[int, float]] = {}  # loader -> (epoch, mass covered)
+
+    def reader(self, context: TaskContext) -> ShardReader:
+        """The reader of the loader's dataset in this process (made on first use)."""
+        reader = self._readers.get(context.loader_id)
         if reader is None:
-            catalog, settings = self.catalog, self.reader
+            catalog, settings = context.catalog, context.reader
             if isinstance(catalog, CatalogRef):
                 import ray
 
@@ -84,19 +101,44 @@ class TaskContext:
                     node = ray.get_runtime_context().get_node_id()[:16]
                     directory = settings.cache_dir.replace("{node}", node)
                     settings = replace(settings, cache_dir=directory)
-            reader = _READERS[self.loader_id] = ShardReader(catalog, settings)
+            reader = self._readers[context.loader_id] = ShardReader(catalog, settings)
         return reader
 
-    def store_client(self) -> ImportanceStore:
-        """This process's connection to the store (made once per connection)."""
-        if self.store is None:
+    def store(self, context: TaskContext) -> ImportanceStore:
+        """The loader's store: the object itself in-process, else this process's client
+        of its connection (made on first use)."""
+        if context.store is None:
             raise RuntimeError("a sampling task needs a store")
-        if not isinstance(self.store, StoreConnection):
-            return self.store
-        client = _STORES.get(self.store)
+        if not isinstance(context.store, StoreConnection):
+            return context.store
+        client = self._stores.get(context.store)
         if client is None:
-            client = _STORES[self.store] = self.store.connect()
+            client = self._stores[context.store] = context.store.connect()
         return client
+
+    def rank_once(self, context: TaskContext, reader: ShardReader, importance: Callable) -> float:
+        """Once per epoch and process: rank the caches by the store's q; returns the mass
+        they held then (the hit rate to expect of independent draws)."""
+        ranked = self._ranked.get(context.loader_id)
+        if ranked is None or ranked[0] != context.epoch:
+            covered = reader.rank(context.epoch, importance)
+            ranked = self._ranked[context.loader_id] = (context.epoch, covered)
+        return ranked[1]
+
+    def release(self, loader_id: str) -> None:
+        """Drop one loader's reader (its memory tier, its files)."""
+        reader = self._readers.pop(loader_id, None)
+        self._ranked.pop(loader_id, None)
+        if reader is not None:
+            reader.close()
+
+    def close(self) -> None:
+        """Close every reader and store client this state made."""
+        for loader_id in list(self._readers):
+            self.release(loader_id)
+        stores, self._stores = list(self._stores.values()), {}
+        for client in stores:
+            client.close()
 
 
 def table_to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
@@ -118,16 +160,6 @@ def _importance(store: ImportanceStore) -> Callable[[np.ndarray], np.ndarray]:
     """``p_i = q_i / Q`` of the store now (0 for pruned samples), for the caches."""
     total = max(store.stats().total_mass, 1e-300)
     return lambda indices: store.lookup(np.asarray(indices, np.int64)) / total
-
-
-def _rank_once(context: TaskContext, reader: ShardReader, importance: Callable) -> float:
-    """Once per epoch and process: rank the caches by the store's q; returns the mass
-    they held then (the hit rate to expect of independent draws)."""
-    ranked = _RANKED.get(context.loader_id)
-    if ranked is None or ranked[0] != context.epoch:
-        covered = reader.rank(context.epoch, importance)
-        ranked = _RANKED[context.loader_id] = (context.epoch, covered)
-    return ranked[1]
 
 
 def _wait_for_trainer(
@@ -166,16 +198,29 @@ class ReadStats:
 
 
 def run_read_task(
-    task: ReadTask, context: TaskContext, plan: Plan | None = None
+    task: ReadTask,
+    context: TaskContext,
+    plan: Plan | None = None,
+    state: WorkerState | None = None,
 ) -> tuple[dict[str, np.ndarray], ReadStats]:
     """Rows of one task as numpy columns with ``index`` and ``weight``, and its costs.
 
     A sampling task draws its plan (after the step clock lets it) unless the caller
-    drew it just in time and passes it as ``plan``.
+    drew it just in time and passes it as ``plan``. ``state`` keeps readers and store
+    clients for the worker's next tasks; without one, the task makes and closes its own.
+
+    Raises:
+        TrainerStalledError: the trainer did not come within reach of the window.
     """
-    reader = context.shard_reader()
+    if state is None:
+        state = WorkerState()
+        try:
+            return run_read_task(task, context, plan, state)
+        finally:
+            state.close()
+    reader = state.reader(context)
     before = reader.counters.snapshot()
-    store = context.store_client() if context.store is not None else None
+    store = state.store(context) if context.store is not None else None
     importance = _importance(store) if context.caches and store is not None else None
     covered = 0.0
     if task.count:
@@ -183,9 +228,9 @@ def run_read_task(
             if context.clock is not None:
                 _wait_for_trainer(context.clock, task, context.prefetch)
             layout, units = context.layout, context.units
-            plan = context.store_client().sample(task.count, task.seed, layout=layout, units=units)
+            plan = state.store(context).sample(task.count, task.seed, layout=layout, units=units)
         if importance is not None:
-            covered = _rank_once(context, reader, importance)
+            covered = state.rank_once(context, reader, importance)
         table = reader.read(plan.indices, probabilities=plan.probabilities)
         weights = plan.weights
     elif task.units:

@@ -17,6 +17,7 @@ come from ``torch.distributed`` as for the Ray loader.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -35,7 +36,7 @@ from isloader.pipeline.protocol import (
     open_for_store,
     rank_and_world,
 )
-from isloader.pipeline.tasks import TaskContext, Transform, run_read_task
+from isloader.pipeline.tasks import TaskContext, Transform, WorkerState, run_read_task
 from isloader.store.api import ImportanceStore
 from isloader.store.records import TableStats
 
@@ -106,14 +107,23 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         self._reports = 0
         self._connection = None
         self.protocol: EpochProtocol | None = EpochProtocol(store, self.method, self.rank)
+        self._worker: tuple[int, WorkerState] | None = None  # (pid, readers of this process)
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers get the plans' ingredients and a connection to the store, not the
-        trainer-side protocol (its reporter thread stays in the trainer)."""
+        trainer-side protocol (its reporter thread stays in the trainer) nor its readers."""
         state = dict(self.__dict__)
         state["protocol"] = None
         state["store"] = self._store_connection()
+        state["_worker"] = None
         return state
+
+    def _worker_state(self) -> WorkerState:
+        """This process's readers and store clients, kept across its tasks and epochs (a
+        forked worker makes its own)."""
+        if self._worker is None or self._worker[0] != os.getpid():
+            self._worker = (os.getpid(), WorkerState())
+        return self._worker[1]
 
     def _store_connection(self) -> Any:
         if self._connection is None:
@@ -178,7 +188,7 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         for task in mine:
             if task.count:  # its first batch is global step served * workers + worker
                 task = replace(task, first_step=served * workers + worker)
-            columns, _ = run_read_task(task, context)
+            columns, _ = run_read_task(task, context, state=self._worker_state())
             pending.append(columns)
             for batch in _batches(pending, self.batch_size, final=False):
                 served += 1
@@ -203,9 +213,13 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         return self.protocol.finish_epoch(epoch)
 
     def close(self) -> None:
-        """Send queued reports and release the epoch machinery."""
+        """Send queued reports and release the epoch machinery and this process's
+        readers."""
         if self.protocol is not None:
             self.protocol.close()
+        if self._worker is not None and self._worker[0] == os.getpid():
+            self._worker[1].close()
+        self._worker = None
 
 
 def _batches(
