@@ -103,7 +103,9 @@ class WebDatasetReader:
         """Each sample's span in its tar (all its members, headers included)."""
         return self.catalog.arrays["sample_length"][np.asarray(indices, np.int64)].astype(float)
 
-    def _table(self, blob: bytes, shard: int, expected: int, what: str, columns) -> pa.Table:
+    def _parse(
+        self, blob: bytes, shard: int, expected: int, what: str, columns
+    ) -> list[dict[str, bytes]]:
         uri = self.catalog.uri(int(shard))
         try:
             samples = _samples(blob, columns)
@@ -111,7 +113,7 @@ class WebDatasetReader:
             raise CorruptShardError(uri, f"{what} is not tar members ({exc})") from exc
         if len(samples) != expected:
             raise CorruptShardError(uri, f"{what} holds {len(samples)} samples, not {expected}")
-        return samples_to_table(samples, columns)
+        return samples
 
     def read_rows(self, indices: np.ndarray, columns: Sequence[str] | None) -> pa.Table:
         """Each sample's span, neighbours merged where the gap costs less than a request."""
@@ -121,13 +123,12 @@ class WebDatasetReader:
         units, _ = self.catalog.units_of(indices)
         shards = self.catalog.unit_shard[units]
         blobs = self.fetcher.fetch(shards, offset, offset + length, gap=self.fetcher.merge_gap)
-        tables = [
-            self._table(blob, shard, 1, f"sample {i}", columns)
+        samples = [  # one table for them all: a table per sample costs more than its fetch
+            sample
             for i, shard, blob in zip(indices, shards, blobs, strict=True)
+            for sample in self._parse(blob, shard, 1, f"sample {i}", columns)
         ]
-        if not tables:
-            return samples_to_table([], columns)
-        return pa.concat_tables(tables, promote_options="default")
+        return samples_to_table(samples, columns)
 
     def read_units(self, units: np.ndarray, columns: Sequence[str] | None) -> list[pa.Table]:
         """Each run of samples in one range."""
@@ -139,7 +140,10 @@ class WebDatasetReader:
         shards = self.catalog.unit_shard[units]
         blobs = self.fetcher.fetch(shards, starts, ends)
         return [
-            self._table(blob, shard, int(last[k] - first[k] + 1), f"unit {units[k]}", columns)
+            samples_to_table(
+                self._parse(blob, shard, int(last[k] - first[k] + 1), f"unit {units[k]}", columns),
+                columns,
+            )
             for k, (shard, blob) in enumerate(zip(shards, blobs, strict=True))
         ]
 
