@@ -20,7 +20,7 @@ tars); the peers read their own formats of the same rows and appear in both tabl
 headline ratio is against the better (faster) uniform arm of all, peers included.
 ``--step-ms`` adds emulated accelerator time per step; a second, shorter run at another
 endpoint point (``--second-point``) follows. Writes ``results/remote.json``,
-``remote.md`` and ``remote_mnist1d.png``; ends with one JSON line.
+``remote.md`` and ``remote_mnist1d_{parquet,webdataset}.png``; ends with one JSON line.
 Run: ``python benchmarks/bench_remote_training.py [--seeds 5] [--epochs 8]``.
 """
 
