@@ -9,11 +9,9 @@ import threading
 import pytest
 import torch
 
-from isloader.data.catalog import ShardCatalog
 from isloader.pipeline import ImportanceLoader
 from isloader.pipeline.torch_dataset import ImportanceDataset
 from isloader.store.local import LocalStore
-from tests.data.shards import write_parquet_shards
 
 N, B, ROUNDS = 480, 32, 20
 
@@ -53,14 +51,6 @@ def _settle(check, seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while not check() and time.monotonic() < deadline:
         time.sleep(0.1)
-
-
-@pytest.fixture()
-def dataset(tmp_path) -> str:
-    uri = str(tmp_path / "data")
-    write_parquet_shards(uri, N, shards=3, rows_per_group=20)
-    ShardCatalog.build(uri).save()
-    return uri
 
 
 def _one_loader(dataset: str, seed: int, *, sampled: bool, ray_data: bool) -> bool:

@@ -10,22 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isloader.data.catalog import ShardCatalog
 from isloader.pipeline import ImportanceLoader
 from isloader.store.local import LocalStore
-from tests.data.shards import write_parquet_shards
 
 N, B = 480, 32
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-@pytest.fixture()
-def dataset(tmp_path) -> str:
-    uri = str(tmp_path / "data")
-    write_parquet_shards(uri, N, shards=3, rows_per_group=20)
-    ShardCatalog.build(uri).save()
-    return uri
 
 
 def train_epoch(
