@@ -20,6 +20,7 @@ API as a deployed one, served by the trainer process on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 import warnings
@@ -330,6 +331,7 @@ class ImportanceLoader:
         quiet_ray()
         self.history: list[EpochCounters] = []
         self._id = uuid.uuid4().hex
+        self._pid = os.getpid()  # the process that owns the actors below
         self._catalog_ref: CatalogRef | None = None
         self._clock: RayStepClock | None = None
         self._clocks = ClockActor()  # owned: made on first use, killed by close()
@@ -632,6 +634,10 @@ class ImportanceLoader:
         self.close()
 
     def __del__(self) -> None:
+        # only in the process that made it: a forked copy (a DataLoader worker) must
+        # not reach into the parent's Ray actors
+        if getattr(self, "_pid", None) != os.getpid():
+            return
         with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to free
             self._pool.close()
             self._clocks.close()
