@@ -39,6 +39,7 @@ __all__ = ["RangeFetcher", "ReaderCounters", "FetchTiming"]
 
 _DEFAULT_GAP = 32 << 10
 _MIN_GAP, _MAX_GAP = 4 << 10, 1 << 20
+_SMALL_REQUEST = 64 << 10  # a request this small times the latency, not the link
 
 
 def _transient(exc: BaseException) -> bool:
@@ -96,15 +97,19 @@ class ReaderCounters:
 
 
 class FetchTiming:
-    """Latency and bandwidth as the fetcher saw them (the last 256 calls).
+    """Latency and bandwidth as the fetcher saw them (recent calls and requests).
 
-    ``latency``: the 10th percentile of single-request calls' times (the cheapest a
-    request comes back); ``bandwidth``: bytes over time of the calls that moved the most
-    bytes per request, net of the latency. Both None until measured.
+    ``latency``: the 10th percentile of the requests' times to their first byte where
+    the client reports it (object storage), else of the times of single small requests
+    (64 KiB or less). A large transfer's time is never taken for latency: under a
+    saturated link it is mostly queueing, and a latency read from it would make every
+    merge gap and cost estimate grow with the load. ``bandwidth``: bytes over time of
+    the calls that moved the most bytes, net of the latency. Both None until measured.
     """
 
     def __init__(self) -> None:
         self._calls: deque[tuple[int, int, float]] = deque(maxlen=256)
+        self._first_bytes: deque[float] = deque(maxlen=1024)
         self._lock = threading.Lock()
 
     def add(self, requests: int, nbytes: int, seconds: float) -> None:
@@ -112,12 +117,19 @@ class FetchTiming:
         with self._lock:
             self._calls.append((requests, nbytes, seconds))
 
+    def add_first_byte(self, seconds: float) -> None:
+        """Note one request's time to its first byte (headers received)."""
+        with self._lock:
+            self._first_bytes.append(seconds)
+
     @property
     def latency(self) -> float | None:
         """Seconds before a request's first byte as measured (None until measured)."""
         with self._lock:
-            single = [s for r, _, s in self._calls if r == 1]
-        return float(np.percentile(single, 10)) if single else None
+            samples = list(self._first_bytes) or [
+                s for r, b, s in self._calls if r == 1 and b <= _SMALL_REQUEST
+            ]
+        return float(np.percentile(samples, 10)) if samples else None
 
     @property
     def bandwidth(self) -> float | None:
@@ -218,7 +230,9 @@ class _ObjectStoreClient:
             options["if_match"] = self.etags[shard]
         async with self._gate:
             try:
+                begin = time.perf_counter()
                 result = await obstore.get_async(self.store, self.keys[shard], options=options)
+                self.fetcher.timing.add_first_byte(time.perf_counter() - begin)
                 return bytes(await result.bytes_async())
             except PreconditionError:
                 raise ShardChangedError(

@@ -581,6 +581,7 @@ class ImportanceLoader:
             batch_size=self.batch_size, window=self.window, coverage=self._expected_coverage(),
             row_bytes=self.row_bytes, step_seconds=max(first.step_seconds, 1e-4),
             endpoint=endpoint, locality_units=g,
+            unit_bytes=float(self.catalog.unit_bytes().mean()),
             unit_rows=float(units.active[live].mean()) if live.any() else 0.0,
         )  # fmt: skip
         self.units = self.draw_choice.units
