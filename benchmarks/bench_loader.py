@@ -1,19 +1,20 @@
 """Rows per second delivered as torch tensors: ImportanceLoader vs a plain DataLoader,
 on equal footing, two ways.
 
-Both read the same local Parquet shards with 2 workers; the loader runs in importance
-mode with the embedded LocalStore (after its initialization epoch, whose rate, Ray's
-cold start included, is reported too, as is a warm streaming pass). No model: this
-measures the data path only. The pairs:
+Both read the same local Parquet shards, written by ``isloader convert`` (small pages
+with a page index, as the README tells users to write them), with 2 workers; the loader
+runs in importance mode with the embedded LocalStore (after its initialization epoch,
+whose rate, Ray's cold start included, is reported too, as is a warm streaming pass).
+No model: this measures the data path only. The pairs:
 
 - **both decoding** (``ratio_same_source``): the loader with no memory tier, so every
   sampled row is read from its pages and decoded each epoch, against a ``DataLoader``
   over an IterableDataset that reads and decodes row groups with pyarrow, shuffled;
-- **both from memory** (``ratio_from_memory``): the loader with the dataset resident in
-  its memory tier, against a ``DataLoader`` over the same rows decoded once into numpy
-  arrays and drawn in a random order;
-- ``ratio`` (the earlier headline): the loader's defaults (resident) against the
-  decoding ``DataLoader``: memory against decode, not a like-for-like figure.
+- **both from memory** (``ratio_from_memory``): the loader with a memory tier that holds
+  the dataset (so it is resident), against a ``DataLoader`` over the same rows decoded
+  once into numpy arrays and drawn in a random order;
+- ``ratio`` (the earlier headline): the loader from memory against the decoding
+  ``DataLoader``: memory against decode, not a like-for-like figure.
 Run: ``python benchmarks/bench_loader.py [--rows 200000] [--batch 256]``.
 """
 
@@ -33,7 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report
 
-from isloader import ImportanceLoader, LocalStore, ShardCatalog
+from isloader import ImportanceLoader, LocalStore
+from isloader.data.convert import convert_parquet
 from isloader.pipeline.loader import DEFAULT_PREFETCH, DEFAULT_WINDOW
 from isloader.pipeline.runtime import start_ray
 
@@ -103,16 +105,17 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="isloader-bench-")
     rng = np.random.default_rng(0)
-    files = []
+    Path(f"{tmp}/raw").mkdir()
     for s in range(8):
         n = args.rows // 8
         x = rng.normal(size=(n, args.features)).astype(np.float32)
         table = pa.table(
             {"x": pa.array(list(x), pa.list_(pa.float32())), "y": rng.integers(0, 10, n)}
         )
-        files.append(f"{tmp}/part-{s}.parquet")
-        pq.write_table(table, files[-1], row_group_size=1024)
-    catalog = ShardCatalog.build(tmp)
+        pq.write_table(table, f"{tmp}/raw/part-{s}.parquet", row_group_size=1024)
+    catalog = convert_parquet(f"{tmp}/raw", f"{tmp}/converted")
+    files = sorted(str(p) for p in Path(f"{tmp}/converted").glob("*.parquet"))
+    resident = 4 * pq.read_table(files).nbytes  # resident below half of the memory tier
 
     def rate(batches) -> float:
         start, rows = time.perf_counter(), 0
@@ -135,7 +138,7 @@ def main() -> None:
     store = LocalStore(len(catalog))
     loader = ImportanceLoader(
         catalog, store=store, batch_size=args.batch, columns=["x", "y"], window=args.window,
-        prefetch=args.prefetch,
+        prefetch=args.prefetch, memory_bytes=resident,
     )  # fmt: skip
     init_rps = rate(loader.epoch(0))  # streaming pass; reports below set q
     q = rng.gamma(0.5, 1.0, len(catalog))
@@ -149,7 +152,7 @@ def main() -> None:
     decoding_rps = float(np.median([rate(decoding.epoch(e)) for e in (1, 2, 3)]))
     streaming = ImportanceLoader(
         catalog, store=store, batch_size=args.batch, columns=["x", "y"], window=args.window,
-        prefetch=args.prefetch, sampling="uniform",
+        prefetch=args.prefetch, sampling="uniform", memory_bytes=resident,
     )  # fmt: skip
     stream_rps = float(np.median([rate(streaming.epoch(e)) for e in (1, 2, 3)]))
     rows = [

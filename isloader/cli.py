@@ -190,6 +190,67 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_store_source(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", help="the deployed store's shards, host:port[,host:port...]")
+    where.add_argument("--snapshot-uri", help="a one-shard store's snapshot directory")
+    p.add_argument("--token-file", default=None, help="the store's bearer token")
+
+
+def _open_store(args: argparse.Namespace, num_samples: int) -> Any:
+    """The store named by ``--store`` (a client) or ``--snapshot-uri`` (loaded here)."""
+    if args.store:
+        from isloader.config import read_token_file
+        from isloader.store.client import StoreClient
+
+        token = read_token_file(args.token_file) if args.token_file else None
+        return StoreClient(args.store, token=token)
+    from isloader.store.local import LocalStore
+
+    return LocalStore(num_samples, snapshot_uri=args.snapshot_uri)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write the kept (unpruned) rows as a dataset of their own")
+    p.add_argument("dataset", help="the source dataset URI")
+    p.add_argument("output", help="a new, empty directory (any fsspec URI)")
+    _add_store_source(p)
+    p.add_argument(
+        "--top-mass", type=float, default=None,
+        help="keep the rows holding this share of the mass, not the active set",
+    )  # fmt: skip
+    p.add_argument("--min-per-label", type=int, default=0, help="keep at least this many a label")
+    p.add_argument("--label-column", default=None, help="default: y, label, cls, ... if present")
+    p.add_argument("--rows-per-group", type=int, default=1024)
+    p.add_argument("--rows-per-shard", type=int, default=65536)
+    p.add_argument("--prune-k", type=float, default=2.0, help="the K pruning ran with")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rows' order")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from isloader.data.catalog import ShardCatalog
+    from isloader.export import export_kept
+
+    options = _storage_options(args.storage_option)
+    catalog = ShardCatalog.open(args.dataset, options)
+    store = _open_store(args, len(catalog))
+    try:
+        manifest = export_kept(
+            catalog, store, args.output, top_mass=args.top_mass,
+            min_per_label=args.min_per_label, label_column=args.label_column,
+            rows_per_group=args.rows_per_group, rows_per_shard=args.rows_per_shard,
+            prune_k=args.prune_k, seed=args.seed, storage_options=options,
+        )  # fmt: skip
+    finally:
+        store.close()
+    print(json.dumps({k: v for k, v in asdict(manifest).items() if k != "shards"}))
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     from isloader.demo import DemoSettings
 
@@ -250,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_store(sub)
     _add_index(sub)
     _add_convert(sub)
+    _add_export(sub)
     _add_demo(sub)
     _add_demo_data(sub)
     args = parser.parse_args(argv)

@@ -107,6 +107,33 @@ def chi_square_pvalue(drawn: np.ndarray, probabilities: np.ndarray) -> float:
     return float(stats.chisquare(counts[~zero], expected).pvalue)
 
 
+def window_marginals_pvalue(
+    windows: list[np.ndarray], probabilities: np.ndarray, min_p: float = 0.01
+) -> float:
+    """p-value that *every* draw of the windows has the marginal ``probabilities``.
+
+    Draws inside a window may be correlated (locality-aware draws share units), so the
+    windows, not the draws, are the independent replicates: each window's counts in
+    the cells (every row with ``p >= min_p``, the rest pooled) are one observation, and
+    Hotelling's T^2 tests their mean against ``count * p`` with the covariance measured
+    across windows; no design effect is assumed.
+    """
+    p = np.asarray(probabilities, float)
+    big = np.flatnonzero(p >= min_p)
+    cell_of = np.full(len(p), len(big))  # the pooled rest is the last cell, left out
+    cell_of[big] = np.arange(len(big))
+    counts = np.stack([np.bincount(cell_of[w], minlength=len(big) + 1)[:-1] for w in windows])
+    for w in windows:
+        assert p[w].min() > 0, "drew an index whose probability is 0"
+    n, k = counts.shape
+    expected = len(windows[0]) * p[big]
+    diff = counts.mean(axis=0) - expected
+    cov = np.cov(counts, rowvar=False)
+    t2 = n * diff @ np.linalg.solve(cov, diff)
+    f = (n - k) / (k * (n - 1)) * t2
+    return float(stats.f.sf(f, k, n - k))
+
+
 def in_order_leaves(n: int) -> np.ndarray:
     """Leaf positions of a heap-layout tree over ``n`` leaves, left to right."""
     order, stack, node = [], [], 1

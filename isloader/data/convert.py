@@ -32,7 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from isloader.data.catalog import ShardCatalog
-from isloader.data.formats.parquet import NARROW_BYTES
+from isloader.data.formats.parquet import writer_options
 from isloader.errors import InvalidArgumentError
 
 __all__ = ["convert_parquet", "writer_options"]
@@ -73,20 +73,6 @@ def convert_parquet(
     catalog = ShardCatalog.build(dst, format="parquet", storage_options=storage_options)
     catalog.save()
     return catalog
-
-
-def writer_options(sample: pa.Table, page_bytes: int = 1024) -> dict[str, Any]:
-    """pyarrow writer options for ``sample``'s columns (see the module docstring): wide
-    columns (more than ``NARROW_BYTES`` a row) get neither dictionary nor statistics."""
-    rows = max(sample.num_rows, 1)
-    narrow = [c for c in sample.column_names if sample.column(c).nbytes / rows <= NARROW_BYTES]
-    return {
-        "write_page_index": True,
-        "data_page_size": page_bytes,
-        "write_batch_size": 1,
-        "use_dictionary": narrow,
-        "write_statistics": narrow,
-    }
 
 
 def _resharded(

@@ -21,10 +21,12 @@ Only connection errors and timeouts are retried (``RetryPolicy``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +61,7 @@ class ReaderCounters:
     miss_bytes: int = 0  # stored bytes of the rows that missed every cache
     fetch_seconds: float = 0.0  # wall time spent waiting on fetches
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     _FIELDS = (
         "bytes_fetched", "bytes_returned", "requests", "cache_hits", "cache_misses",
@@ -66,10 +69,26 @@ class ReaderCounters:
     )  # fmt: skip
 
     def add(self, **deltas: float) -> None:
-        """Add to several counters at once (readers share them across threads)."""
+        """Add to several counters at once (readers share them across threads), and to
+        the calling thread's open ``tally``."""
         with self._lock:
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
+        sink = getattr(self._local, "sink", None)
+        if sink is not None:
+            for name, delta in deltas.items():
+                sink[name] += delta
+
+    @contextlib.contextmanager
+    def tally(self) -> Iterator[dict[str, float]]:
+        """What this thread's reads add while the block runs (one read task's costs,
+        apart from the tasks other threads of the worker run at the same time)."""
+        sink = dict.fromkeys(self._FIELDS, 0)
+        self._local.sink = sink
+        try:
+            yield sink
+        finally:
+            self._local.sink = None
 
     def snapshot(self) -> dict[str, float]:
         """Every counter at one instant (a consistent copy across threads)."""
@@ -103,11 +122,14 @@ class FetchTiming:
     the client reports it (object storage), else of the times of single small requests
     (64 KiB or less). A large transfer's time is never taken for latency: under a
     saturated link it is mostly queueing, and a latency read from it would make every
-    merge gap and cost estimate grow with the load. ``bandwidth``: bytes over time of
-    the calls that moved the most bytes, net of the latency. Both None until measured.
+    merge gap and cost estimate grow with the load; on a local filesystem (``local``),
+    where no link queues, every single request's time counts. ``bandwidth``: bytes over
+    time of the calls that moved the most bytes, net of the latency. Both None until
+    measured.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, local: bool = False) -> None:
+        self.local = local
         self._calls: deque[tuple[int, int, float]] = deque(maxlen=256)
         self._first_bytes: deque[float] = deque(maxlen=1024)
         self._lock = threading.Lock()
@@ -127,7 +149,7 @@ class FetchTiming:
         """Seconds before a request's first byte as measured (None until measured)."""
         with self._lock:
             samples = list(self._first_bytes) or [
-                s for r, b, s in self._calls if r == 1 and b <= _SMALL_REQUEST
+                s for r, b, s in self._calls if r == 1 and (b <= _SMALL_REQUEST or self.local)
             ]
         return float(np.percentile(samples, 10)) if samples else None
 
@@ -323,6 +345,7 @@ class RangeFetcher:
         self._verified: dict[int, float] = {}
         self._lock = threading.Lock()
         self._backend = _client(self)
+        self.timing.local = getattr(self._backend, "local", False)
 
     @property
     def merge_gap(self) -> int:

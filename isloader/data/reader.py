@@ -315,8 +315,10 @@ class ShardReader:
 
     def _tiers_for(self, key: tuple[str, ...] | None) -> _Tiers | None:
         """The caches of one column set (made on first use), or None when all are off."""
-        if key in self._tiers:
-            return self._tiers[key]
+        with self._lock:
+            return self._tiers[key] if key in self._tiers else self._make_tiers(key)
+
+    def _make_tiers(self, key: tuple[str, ...] | None) -> _Tiers | None:
         s = self.settings
         disk = None
         if disk_tier_enabled(self.catalog, s):

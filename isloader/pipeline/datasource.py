@@ -85,7 +85,7 @@ def read_importance(loader: ImportanceLoader, epoch: int) -> ray.data.Dataset:
     import ray
 
     tasks = loader.tasks(epoch)
-    context = loader.task_context(epoch)
+    context = loader.ray_task_context(epoch)
     source = ImportanceDatasource(tasks, context, loader.row_bytes)
     # Sampling windows wait on the step clock: run no more of them than can be due.
     due = int(np.ceil(loader.prefetch / loader.window)) + 1 if context.clock else None

@@ -10,8 +10,10 @@ driver; an actor call takes a few milliseconds, which is what lets a small
 staleness bound and streaming throughput hold together (docs/architecture.md,
 "Staleness").
 
-A ``ReadWorkerPool`` holds the actors: the loader that owns it makes it on first use
-and ``close`` kills its actors, so a loader's readers (memory tiers, open files, store
+A ``ReadWorkerPool`` holds the actors, each running up to two tasks at once so that
+one task's fetches overlap another's decoding (a sampled window mostly waits on the
+endpoint's latency). The loader that owns the pool makes it on first use and ``close``
+kills its actors, so a loader's readers (memory tiers, open files, store
 clients) leave with it. Within a loader they live across epochs.
 """
 
@@ -29,6 +31,11 @@ from isloader.pipeline.tasks import ReadStats, TaskContext, WorkerState, run_rea
 from isloader.store.records import Plan
 
 __all__ = ["WindowExecutor", "Block", "ReadWorkerPool"]
+
+# tasks one actor runs at once: one's fetches wait on the endpoint while another decodes
+# (the tasks share the process's reader, caches and store client; each counts its own
+# costs through ``ReaderCounters.tally``)
+_TASKS_PER_ACTOR = 2
 
 
 class _ReadWorker:
@@ -83,7 +90,9 @@ class ReadWorkerPool:
             actors = []
             for node in nodes:
                 place = NodeAffinitySchedulingStrategy(node, soft=not self.spread)
-                actor = ray.remote(num_cpus=0, scheduling_strategy=place)(_ReadWorker)
+                actor = ray.remote(
+                    num_cpus=0, max_concurrency=_TASKS_PER_ACTOR, scheduling_strategy=place
+                )(_ReadWorker)
                 actors += [actor.remote(), actor.remote()]
             self._actors = actors
         return self._actors

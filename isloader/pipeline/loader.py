@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,33 +31,18 @@ import numpy as np
 import torch
 
 from isloader.data.catalog import ShardCatalog
-from isloader.data.reader import ReaderSettings, disk_tier_enabled
 from isloader.pipeline.clock import ClockActor, RayStepClock
+from isloader.pipeline.core import DEFAULT_PREFETCH, DEFAULT_WINDOW, LoaderCore
 from isloader.pipeline.costs import DrawChoice, Endpoint, choose_draws, expected_coverage
 from isloader.pipeline.executor import Block, ReadWorkerPool, WindowExecutor
-from isloader.pipeline.plan import (
-    ReadTask,
-    label_clustering,
-    permutation_tasks,
-    sampling_tasks,
-    skip_rows,
-    streaming_tasks,
-    units_per_window,
-)
-from isloader.pipeline.protocol import (
-    EpochProtocol,
-    MethodSettings,
-    open_for_store,
-    rank_and_world,
-)
+from isloader.pipeline.plan import ReadTask, label_clustering, skip_rows, units_per_window
+from isloader.pipeline.protocol import EpochProtocol
 from isloader.pipeline.runtime import quiet_ray
-from isloader.pipeline.tasks import CatalogRef, ReadStats, TaskContext, Transform
+from isloader.pipeline.tasks import CatalogRef, ReadStats, TaskContext
 from isloader.store.api import ImportanceStore
 
 __all__ = ["ImportanceLoader", "EpochCounters", "DEFAULT_WINDOW", "DEFAULT_PREFETCH"]
 
-DEFAULT_WINDOW = 8
-DEFAULT_PREFETCH = 16
 CLUSTERED = 3.0  # label_clustering above this: independent draws
 _MAX_CLASSES = 4096
 
@@ -209,18 +193,13 @@ def _counted(blocks: Iterator[Block], counters: EpochCounters) -> Iterator[Block
         yield block
 
 
-class ImportanceLoader:
+class ImportanceLoader(LoaderCore):
     """Batches of torch tensors with ``index`` and ``weight`` columns.
 
+    Takes every argument of ``LoaderCore`` (the dataset, store, batch, window and
+    method knobs, the readers' caches), and:
+
     Args:
-        dataset: dataset URI (its index is loaded, or built) or a ``ShardCatalog``.
-        store: ``LocalStore`` or ``StoreClient``.
-        batch_size: per-rank batch size B.
-        columns: columns to read (all when None); must be numeric after ``transform``.
-        window: batches per plan window (default 8).
-        prefetch: steps a plan may be drawn ahead of its window (default 16). A batch
-            is used at most ``window + prefetch`` steps after its plan was drawn
-            (``window=1, prefetch=0`` is the paper exactly, and slow).
         units_per_window: how sampled windows read: ``"auto"`` (default) lets a cost
             model choose after the initialization epoch (``pipeline.costs``: the
             paper's independent draws unless the measured endpoint cannot serve their
@@ -228,37 +207,9 @@ class ImportanceLoader:
             marginals), ``None`` keeps independent draws, an int fixes ``G``.
         price_per_request: makes the cost model prefer fewer requests where they keep
             up (an endpoint that charges per request or limits their rate).
-        seed: fixes every plan, with the epoch, step and rank.
-        sampling: ``"importance"`` (the paper) or ``"uniform"`` (a shuffled pass
-            every epoch: the baseline).
-        uniform_order: how the uniform baseline shuffles: ``"stream"`` (default: shards
-            in a random order, units read whole, rows shuffled within each task, as
-            streaming loaders do) or ``"permutation"`` (every row once in a uniformly
-            random order: random reads, for local or cached data).
-        metric: ``"output_grad_norm"`` (Eq. 7) or ``"loss"`` (Loss-IS); ``loss``
-            picks the analytic form (``"cross_entropy"``, ``"mse"``), ``loss_fn``
-            any per-sample loss through autograd.
-        eps: exploration floor added at each epoch end (Alg. 1 line 13).
-        q_floor: added to every measurement (default 0.05; 0 is the paper's metric
-            exactly). Between two measurements a confident sample's q can be tiny and its
-            weight ``1 / (N_active p)`` huge; measured on MNIST-1D (in-memory replay, 4
-            seeds, 8 epochs) half the sampled steps held a weight above 10 and one seed
-            in four collapsed without it. A floor mixes in a little uniform sampling
-            (defensive importance sampling): the weights stay exact for the ``p`` drawn
-            from, so the gradient stays unbiased, and they are bounded.
-        prune_every, prune_k: Alg. 2 every ``prune_every`` epochs after epoch 0
-            (0 disables), threshold ``sum(q) / (K N_active)``.
-        readmit_fraction: share of pruned samples put back at each prune (0: off).
-        steps_per_epoch: override of the equal-steps default ``N / (B * world)``.
-        rank, world_size: default from torch.distributed or RANK / WORLD_SIZE.
-        transform: function on each task's numpy columns (decode, augment).
-        cache_dir, cache_bytes, memory_bytes: the readers' caches (``ReaderSettings``: a
-            disk tier of rows per node for remote datasets and a memory tier per read
-            worker, both kept by importance per byte).
         read_on_all_nodes: read through actors on every node of the Ray cluster (each
             node's disk tier serving the reads placed there) instead of this trainer's
             node only (default False: the rows stay where the trainer is).
-        storage_options: fsspec options to reach the dataset.
     """
 
     def __init__(
@@ -267,70 +218,22 @@ class ImportanceLoader:
         *,
         store: ImportanceStore,
         batch_size: int,
-        columns: list[str] | None = None,
-        window: int = DEFAULT_WINDOW,
-        prefetch: int = DEFAULT_PREFETCH,
         units_per_window: int | str | None = "auto",
-        seed: int = 0,
-        sampling: str = "importance",
-        uniform_order: str = "stream",
-        metric: str = "output_grad_norm",
-        loss: str = "cross_entropy",
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        eps: float = 1e-3,
-        q_floor: float = 0.05,
-        prune_every: int = 0,
-        prune_k: float = 2.0,
-        readmit_fraction: float = 0.0,
-        steps_per_epoch: int | None = None,
-        rank: int | None = None,
-        world_size: int | None = None,
-        transform: Transform | None = None,
-        cache_dir: str | None = None,
-        cache_bytes: int | None = None,
-        memory_bytes: int = 64 << 20,
-        storage_options: dict[str, Any] | None = None,
         read_on_all_nodes: bool = False,
         price_per_request: float = 0.0,
+        **options: Any,
     ) -> None:
-        if batch_size < 1 or window < 1 or prefetch < 0:
-            raise ValueError("batch_size and window must be >= 1, prefetch >= 0")
-        self.read_on_all_nodes = read_on_all_nodes
         if not (units_per_window in ("auto", None) or isinstance(units_per_window, int)):
             raise ValueError(f"units_per_window: 'auto', None or an int, not {units_per_window!r}")
-        self.method = MethodSettings(
-            sampling=sampling, metric=metric, loss=loss, loss_fn=loss_fn, eps=eps,
-            q_floor=q_floor, prune_every=prune_every, prune_k=prune_k,
-            readmit_fraction=readmit_fraction, seed=seed,
-        )  # fmt: skip
-        self.catalog = open_for_store(dataset, store, storage_options)
-        self.store = store
-        self.batch_size = batch_size
-        self.columns = columns
-        self.window = window
-        self.prefetch = prefetch
+        super().__init__(dataset, store=store, batch_size=batch_size, **options)
+        self.read_on_all_nodes = read_on_all_nodes
         self.units_setting = units_per_window
         self.units = units_per_window if isinstance(units_per_window, int) else 0
-        self.seed = seed
-        self.sampling = sampling
-        if uniform_order not in ("stream", "permutation"):
-            raise ValueError(f"uniform_order: 'stream' or 'permutation', not {uniform_order!r}")
-        self.uniform_order = uniform_order
-        self.steps_per_epoch = steps_per_epoch
-        self.rank, self.world_size = rank_and_world(rank, world_size)
-        self.transform = transform
-        self.reader_settings = ReaderSettings(
-            columns=tuple(columns) if columns is not None else None,
-            memory_bytes=memory_bytes,
-            cache_dir=cache_dir,
-            cache_bytes=cache_bytes,
-        )
         self.price_per_request = price_per_request
         self.draw_choice: DrawChoice | None = None
         self.protocol = EpochProtocol(store, self.method, self.rank)
         quiet_ray()
         self.history: list[EpochCounters] = []
-        self._id = uuid.uuid4().hex
         self._pid = os.getpid()  # the process that owns the actors below
         self._catalog_ref: CatalogRef | None = None
         self._clock: RayStepClock | None = None
@@ -339,8 +242,6 @@ class ImportanceLoader:
         self._position = (0, 0)  # (epoch, batches consumed in it)
         self._finished = -1  # steps the trainer finished in the current epoch
         self._thresholds: list[int] = []
-        self._disk_tier = disk_tier_enabled(self.catalog, self.reader_settings)
-        self._caches = self._disk_tier or memory_bytes > 0
         self._labels: np.ndarray | None = None  # class counts per unit, epoch 0
         self.layout_clustering = 0.0
 
@@ -356,67 +257,24 @@ class ImportanceLoader:
 
     # -- the epoch protocol -------------------------------------------------------
 
-    def mode(self, epoch: int) -> str:
-        """``"stream"`` for the initialization epoch and the uniform baseline."""
-        return "stream" if self.sampling == "uniform" or epoch == 0 else "sample"
-
     def tasks(self, epoch: int) -> list[ReadTask]:
         """This rank's read tasks of ``epoch`` (after any resume position)."""
-        c = self.catalog
-        if self.sampling == "uniform" and self.uniform_order == "permutation":
-            tasks = permutation_tasks(
-                len(c), seed=self.seed, epoch=epoch, rank=self.rank, world=self.world_size,
-                rows_per_task=self.window * self.batch_size,
-            )  # fmt: skip
-        elif self.mode(epoch) == "stream":
-            tasks = streaming_tasks(
-                c.unit_rows,
-                c.unit_shard,
-                c.unit_bounds[:-1],
-                seed=self.seed,
-                epoch=epoch,
-                rank=self.rank,
-                world=self.world_size,
-                rows_per_task=self.window * self.batch_size,
-            )
-        else:
-            tasks = sampling_tasks(
-                num_samples=len(c),
-                batch_size=self.batch_size,
-                world=self.world_size,
-                window=self.window,
-                seed=self.seed,
-                epoch=epoch,
-                rank=self.rank,
-                steps=self.steps_per_epoch,
-            )
+        tasks = self.epoch_tasks(epoch)
         done_epoch, done_batches = self._position
         if done_epoch == epoch and done_batches:
             tasks = skip_rows(tasks, done_batches * self.batch_size)
         return tasks
 
-    def task_context(self, epoch: int) -> TaskContext:
-        """What the read tasks of ``epoch`` need (the store connection, the clock)."""
+    def ray_task_context(self, epoch: int) -> TaskContext:
+        """What the read tasks of ``epoch`` need on a Ray worker: the catalog once in the
+        object store, the store's connection, the step clock."""
         import ray
 
         if self._catalog_ref is None:
             self._catalog_ref = CatalogRef(ray.put(self.catalog))
-        sample = self.mode(epoch) == "sample"
-        caches = self._caches and self.sampling == "importance"
         connection = getattr(self.store, "connection", None)
-        return TaskContext(
-            loader_id=self._id,
-            catalog=self._catalog_ref,
-            reader=self.reader_settings,
-            store=connection if (sample or caches) else None,
-            transform=self.transform,
-            epoch=epoch,
-            layout=self.catalog.layout if self.units else None,
-            units=self.units,
-            clock=self._clock if sample else None,
-            prefetch=self.prefetch,
-            caches=caches,
-            pending=caches and epoch == 0,
+        return self.task_context(
+            epoch, catalog=self._catalog_ref, store=connection, clock=self._clock
         )
 
     def _in_process_draw(self) -> Callable[[ReadTask], Any] | None:
@@ -455,7 +313,7 @@ class ImportanceLoader:
         start = time.perf_counter()
         seen = []
         self._start_epoch(epoch, clock=False)
-        context = self.task_context(epoch)
+        context = self.ray_task_context(epoch)
         executor = WindowExecutor(
             self.tasks(epoch), context, pool=self._pool, prefetch=self.prefetch,
             draw=self._in_process_draw(),

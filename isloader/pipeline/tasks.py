@@ -15,6 +15,7 @@ in the reader until their q is measured (``ShardReader.settle``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -81,15 +82,21 @@ class TaskContext:
 class WorkerState:
     """What one worker process keeps across the read tasks it runs: a reader (and so its
     caches) per loader, a store client per connection, and the epoch each loader's caches
-    were last ranked for. ``close`` releases them all."""
+    were last ranked for. ``close`` releases them all. Safe for the tasks of a threaded
+    actor: each is made once, under a lock."""
 
     def __init__(self) -> None:
         self._readers: dict[str, ShardReader] = {}
         self._stores: dict[StoreConnection, ImportanceStore] = {}
         self._ranked: dict[str, tuple[int, float]] = {}  # loader -> (epoch, mass covered)
+        self._lock = threading.RLock()
 
     def reader(self, context: TaskContext) -> ShardReader:
         """The reader of the loader's dataset in this process (made on first use)."""
+        with self._lock:
+            return self._reader(context)
+
+    def _reader(self, context: TaskContext) -> ShardReader:
         reader = self._readers.get(context.loader_id)
         if reader is None:
             catalog, settings = context.catalog, context.reader
@@ -111,24 +118,27 @@ class WorkerState:
             raise RuntimeError("a sampling task needs a store")
         if not isinstance(context.store, StoreConnection):
             return context.store
-        client = self._stores.get(context.store)
-        if client is None:
-            client = self._stores[context.store] = context.store.connect()
+        with self._lock:
+            client = self._stores.get(context.store)
+            if client is None:
+                client = self._stores[context.store] = context.store.connect()
         return client
 
     def rank_once(self, context: TaskContext, reader: ShardReader, importance: Callable) -> float:
         """Once per epoch and process: rank the caches by the store's q; returns the mass
         they held then (the hit rate to expect of independent draws)."""
-        ranked = self._ranked.get(context.loader_id)
-        if ranked is None or ranked[0] != context.epoch:
-            covered = reader.rank(context.epoch, importance)
-            ranked = self._ranked[context.loader_id] = (context.epoch, covered)
+        with self._lock:
+            ranked = self._ranked.get(context.loader_id)
+            if ranked is None or ranked[0] != context.epoch:
+                covered = reader.rank(context.epoch, importance)
+                ranked = self._ranked[context.loader_id] = (context.epoch, covered)
         return ranked[1]
 
     def release(self, loader_id: str) -> None:
         """Drop one loader's reader (its memory tier, its files)."""
-        reader = self._readers.pop(loader_id, None)
-        self._ranked.pop(loader_id, None)
+        with self._lock:
+            reader = self._readers.pop(loader_id, None)
+            self._ranked.pop(loader_id, None)
         if reader is not None:
             reader.close()
 
@@ -136,7 +146,8 @@ class WorkerState:
         """Close every reader and store client this state made."""
         for loader_id in list(self._readers):
             self.release(loader_id)
-        stores, self._stores = list(self._stores.values()), {}
+        with self._lock:
+            stores, self._stores = list(self._stores.values()), {}
         for client in stores:
             client.close()
 
@@ -219,7 +230,30 @@ def run_read_task(
         finally:
             state.close()
     reader = state.reader(context)
-    before = reader.counters.snapshot()
+    with reader.counters.tally() as delta:  # this task's costs, not a concurrent one's
+        columns, covered = _read(task, context, plan, state, reader)
+    hits = int(delta["cache_hits"])
+    timing = reader.fetcher.timing
+    stats = ReadStats(
+        bytes_fetched=int(delta["bytes_fetched"]),
+        requests=int(delta["requests"]),
+        cache_hits=hits,
+        cache_lookups=hits + int(delta["cache_misses"]),
+        cache_mass_covered=covered,
+        miss_bytes=int(delta["miss_bytes"]),
+        fetch_seconds=float(delta["fetch_seconds"]),
+        cached_bytes=reader.cached_bytes(),
+        latency=timing.latency,
+        bandwidth=timing.bandwidth,
+    )
+    return columns, stats
+
+
+def _read(
+    task: ReadTask, context: TaskContext, plan: Plan | None, state: WorkerState,
+    reader: ShardReader,
+) -> tuple[dict[str, np.ndarray], float]:  # fmt: skip
+    """The task's rows as transformed numpy columns, and the mass its caches held."""
     store = state.store(context) if context.store is not None else None
     importance = _importance(store) if context.caches and store is not None else None
     covered = 0.0
@@ -250,20 +284,4 @@ def run_read_task(
     columns["weight"] = weights.astype(np.float32)
     if context.transform is not None:
         columns = context.transform(columns)
-    after = reader.counters.snapshot()
-    delta = {k: after[k] - before[k] for k in after}
-    hits = int(delta["cache_hits"])
-    timing = reader.fetcher.timing
-    stats = ReadStats(
-        bytes_fetched=int(delta["bytes_fetched"]),
-        requests=int(delta["requests"]),
-        cache_hits=hits,
-        cache_lookups=hits + int(delta["cache_misses"]),
-        cache_mass_covered=covered,
-        miss_bytes=int(delta["miss_bytes"]),
-        fetch_seconds=float(delta["fetch_seconds"]),
-        cached_bytes=reader.cached_bytes(),
-        latency=timing.latency,
-        bandwidth=timing.bandwidth,
-    )
-    return columns, stats
+    return columns, covered

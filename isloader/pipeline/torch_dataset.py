@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -27,29 +26,22 @@ import numpy as np
 import torch
 
 from isloader.data.catalog import ShardCatalog
-from isloader.data.reader import ReaderSettings, disk_tier_enabled
 from isloader.pipeline.clock import SharedStepClock
-from isloader.pipeline.plan import ReadTask, sampling_tasks, streaming_tasks
-from isloader.pipeline.protocol import (
-    EpochProtocol,
-    MethodSettings,
-    open_for_store,
-    rank_and_world,
-)
-from isloader.pipeline.tasks import TaskContext, Transform, WorkerState, run_read_task
+from isloader.pipeline.core import LoaderCore
+from isloader.pipeline.protocol import EpochProtocol
+from isloader.pipeline.tasks import WorkerState, run_read_task
 from isloader.store.api import ImportanceStore
 from isloader.store.records import TableStats
 
 __all__ = ["ImportanceDataset"]
 
 
-class ImportanceDataset(torch.utils.data.IterableDataset):
+class ImportanceDataset(LoaderCore, torch.utils.data.IterableDataset):
     """Importance-sampled, pruned batches for a ``torch.utils.data.DataLoader``.
 
-    Arguments are those of ``ImportanceLoader`` (``dataset``, ``store``,
-    ``batch_size``, ``columns``, ``window``, ``prefetch``, the method's knobs, the
-    readers' caches); locality-aware draws are on with an explicit
-    ``units_per_window`` only.
+    Takes every argument of ``LoaderCore`` (those of ``ImportanceLoader`` but the Ray
+    ones), and ``units_per_window``: locality-aware draws over that many units per
+    window (default 0: the paper's independent draws; no cost model chooses here).
     """
 
     def __init__(
@@ -58,50 +50,11 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         *,
         store: ImportanceStore,
         batch_size: int,
-        columns: list[str] | None = None,
-        window: int = 8,
-        prefetch: int = 16,
         units_per_window: int = 0,
-        seed: int = 0,
-        sampling: str = "importance",
-        metric: str = "output_grad_norm",
-        loss: str = "cross_entropy",
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        eps: float = 1e-3,
-        q_floor: float = 0.05,
-        prune_every: int = 0,
-        prune_k: float = 2.0,
-        readmit_fraction: float = 0.0,
-        steps_per_epoch: int | None = None,
-        rank: int | None = None,
-        world_size: int | None = None,
-        transform: Transform | None = None,
-        cache_dir: str | None = None,
-        cache_bytes: int | None = None,
-        memory_bytes: int = 64 << 20,
-        storage_options: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
-        if batch_size < 1 or window < 1 or prefetch < 0:
-            raise ValueError("batch_size and window must be >= 1, prefetch >= 0")
-        self.method = MethodSettings(
-            sampling=sampling, metric=metric, loss=loss, loss_fn=loss_fn, eps=eps,
-            q_floor=q_floor, prune_every=prune_every, prune_k=prune_k,
-            readmit_fraction=readmit_fraction, seed=seed,
-        )  # fmt: skip
-        self.catalog = open_for_store(dataset, store, storage_options)
-        self.store = store
-        self.batch_size, self.window, self.prefetch = batch_size, window, prefetch
+        LoaderCore.__init__(self, dataset, store=store, batch_size=batch_size, **options)
         self.units = units_per_window
-        self.steps_per_epoch = steps_per_epoch
-        self.rank, self.world_size = rank_and_world(rank, world_size)
-        self.transform = transform
-        self.reader_settings = ReaderSettings(
-            columns=tuple(columns) if columns is not None else None,
-            memory_bytes=memory_bytes,
-            cache_dir=cache_dir,
-            cache_bytes=cache_bytes,
-        )
-        self._id = uuid.uuid4().hex
         self._epoch = multiprocessing.get_context().Value("q", 0)
         self._clock = SharedStepClock()
         self._reports = 0
@@ -140,28 +93,10 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         self._epoch.value = epoch
         self._reports = 0
         self._clock.reset(0)
-        if self.method.sampling == "importance" and epoch > 0:
+        if self.sampling == "importance" and epoch > 0:
             self._store_connection()  # serve the embedded store before workers fork
 
-    def mode(self, epoch: int) -> str:
-        """``"stream"`` for the initialization epoch and uniform sampling, else ``"sample"``."""
-        return "stream" if self.method.sampling == "uniform" or epoch == 0 else "sample"
-
     # -- worker side --------------------------------------------------------------
-
-    def _tasks(self, epoch: int) -> list[ReadTask]:
-        c = self.catalog
-        if self.mode(epoch) == "stream":
-            return streaming_tasks(
-                c.unit_rows, c.unit_shard, c.unit_bounds[:-1], seed=self.method.seed,
-                epoch=epoch, rank=self.rank, world=self.world_size,
-                rows_per_task=self.window * self.batch_size,
-            )  # fmt: skip
-        return sampling_tasks(
-            num_samples=len(c), batch_size=self.batch_size, world=self.world_size,
-            window=self.window, seed=self.method.seed, epoch=epoch, rank=self.rank,
-            steps=self.steps_per_epoch,
-        )  # fmt: skip
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -170,19 +105,8 @@ class ImportanceDataset(torch.utils.data.IterableDataset):
         # a worker reaches the store over its connection (a forked copy of an embedded
         # store would be a stale one); in the trainer's own process, the store itself
         here = self.store if info is None else self._store_connection()
-        caches = self.method.sampling == "importance" and (
-            self.reader_settings.memory_bytes > 0
-            or disk_tier_enabled(self.catalog, self.reader_settings)
-        )
-        sample = self.mode(epoch) == "sample"
-        layout = self.catalog.layout if self.units else None
-        context = TaskContext(
-            loader_id=self._id, catalog=self.catalog, reader=self.reader_settings,
-            store=here if (sample or caches) else None, transform=self.transform, epoch=epoch,
-            layout=layout, units=self.units, clock=self._clock, prefetch=self.prefetch,
-            caches=caches, pending=caches and epoch == 0,
-        )  # fmt: skip
-        mine = self._tasks(epoch)[worker::workers]
+        context = self.task_context(epoch, catalog=self.catalog, store=here, clock=self._clock)
+        mine = self.epoch_tasks(epoch)[worker::workers]
         served = 0  # this worker's batches so far
         pending: list[dict[str, np.ndarray]] = []
         for task in mine:

@@ -17,7 +17,7 @@ from isloader.store.limits import MAX_SAMPLE, MAX_VALUE
 from isloader.store.local import LocalStore
 from isloader.store.records import UnitLayout
 from isloader.store.server import StoreServer
-from tests.helpers import chi_square_pvalue
+from tests.helpers import chi_square_pvalue, window_marginals_pvalue
 
 N = 90
 
@@ -109,6 +109,21 @@ def test_locality_aware_draws_keep_the_exact_marginals_and_weights(store, pruned
     for plan in plans[:20]:
         np.testing.assert_allclose(plan.probabilities, p[plan.indices], rtol=1e-9)
         np.testing.assert_allclose(plan.weights, 1.0 / (active * p[plan.indices]), rtol=1e-9)
+
+
+@pytest.mark.parametrize("units", [0, 3])
+def test_every_draw_of_every_window_has_the_exact_marginal(store, units) -> None:
+    """All draws, not one per window: independent windows (``units=0``) and
+    locality-aware ones, on one and on three shards."""
+    q = seeded(store)
+    plans = [
+        store.sample(12, seed=(7, w), layout=LAYOUT if units else None, units=units)
+        for w in range(3000)
+    ]
+    assert window_marginals_pvalue([p.indices for p in plans], q / q.sum()) > 1e-3
+    skewed = q.copy()
+    skewed[np.argmax(q)] *= 1.5  # the test must see a 1.5x error in one row's p
+    assert window_marginals_pvalue([p.indices for p in plans], skewed / skewed.sum()) < 1e-3
 
 
 def test_locality_aware_windows_touch_few_units_and_seeds_reproduce(store) -> None:

@@ -100,6 +100,12 @@ class ShardFormat(Protocol):
     def unit_bytes(self, catalog: ShardCatalog) -> np.ndarray:
         """Approximate stored bytes of each unit."""
 
+    def write_shard(
+        self, fs: fsspec.AbstractFileSystem, path: str, table: pa.Table, rows_per_group: int
+    ) -> None:
+        """Write ``table`` as one shard at ``path``, readable by the format's own tools
+        (``isloader export``)."""
+
     def reader(self, catalog: ShardCatalog, fetcher: RangeFetcher) -> FormatReader:
         """A reader of ``catalog``'s shards for one process."""
 

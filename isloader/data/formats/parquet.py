@@ -552,12 +552,31 @@ def _decode(layout: _ShardLayout, fields: list[str], groups: list[tuple]) -> pa.
     return table.cast(target) if table.schema != target else table
 
 
+def writer_options(sample: pa.Table, page_bytes: int = 1024) -> dict[str, Any]:
+    """pyarrow writer options for ``sample``'s columns (see the module docstring): wide
+    columns (more than ``NARROW_BYTES`` a row) get neither dictionary nor statistics."""
+    rows = max(sample.num_rows, 1)
+    narrow = [c for c in sample.column_names if sample.column(c).nbytes / rows <= NARROW_BYTES]
+    return {
+        "write_page_index": True,
+        "data_page_size": page_bytes,
+        "write_batch_size": 1,
+        "use_dictionary": narrow,
+        "write_statistics": narrow,
+    }
+
+
 class ParquetFormat:
     """Parquet: see the module docstring."""
 
     name = "parquet"
     suffixes = (".parquet", ".pq")
     array_names = ("unit_bounds", "unit_shard", "unit_local")
+
+    def write_shard(self, fs: Any, path: str, table: pa.Table, rows_per_group: int) -> None:
+        """One shard in the layout ``isloader convert`` writes (small pages, page index)."""
+        with fs.open(path, "wb") as sink:
+            pq.write_table(table, sink, row_group_size=rows_per_group, **writer_options(table))
 
     def index_shard(self, fs: Any, path: str, uri: str) -> ShardIndex:
         """Rows and row-group bounds from the footer; notes a shard without a page index."""

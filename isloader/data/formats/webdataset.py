@@ -29,6 +29,7 @@ from isloader.errors import CorruptShardError, InvalidArgumentError
 __all__ = ["WebDatasetFormat", "webdataset_split", "samples_to_table"]
 
 _BLOCK = 512
+_TAR_MTIME = 1_700_000_000  # an integer mtime, as a user's tars have: no PAX headers
 _INT_EXTS = {"cls", "cls2", "idx", "index"}
 _TEXT_EXTS = {"txt", "text", "json"}
 
@@ -158,6 +159,26 @@ class WebDatasetFormat:
     name = "webdataset"
     suffixes = (".tar",)
     array_names = ("unit_bounds", "unit_shard", "sample_offset", "sample_length")
+
+    def write_shard(self, fs: Any, path: str, table: pa.Table, rows_per_group: int) -> None:
+        """One tar as webdataset writes it (integer mtimes), a sample per row keyed by
+        ``__key__``: bytes columns as members of that name, numbers and text as text
+        members (``<column>.txt`` unless the name is a webdataset extension already)."""
+        import webdataset as wds
+
+        columns = {c: table.column(c).to_pylist() for c in table.column_names}
+        keys = columns.pop("__key__")
+        with fs.open(path, "wb") as sink, wds.TarWriter(sink, mtime=_TAR_MTIME) as tar:
+            for k, key in enumerate(keys):
+                sample: dict[str, Any] = {"__key__": key}
+                for name, values in columns.items():
+                    value = values[k]
+                    if isinstance(value, bytes):
+                        sample[name] = value
+                    elif value is not None:
+                        known = name.rsplit(".", 1)[-1] in _INT_EXTS | _TEXT_EXTS
+                        sample[name if known else f"{name}.txt"] = str(value)
+                tar.write(sample)
 
     def index_shard(self, fs: Any, path: str, uri: str) -> ShardIndex:
         """Every sample's (offset, length) span, its members grouped by webdataset's key rule."""
