@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test lint proto bench bench-deps bench-remote deploy-check clean
+.PHONY: demo test lint proto bench bench-deps bench-remote deploy-check monitoring-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(VENV)/bin/isloader demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check isloader tests benchmarks tools
-	$(VENV)/bin/ruff format --check isloader tests benchmarks tools
+	$(VENV)/bin/ruff check isloader tests benchmarks tools deploy
+	$(VENV)/bin/ruff format --check isloader tests benchmarks tools deploy
 
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
@@ -46,6 +46,11 @@ bench: $(BENCH_STAMP)
 # The deployment for real (podman or docker): images, compose stack, a shard killed.
 deploy-check:
 	deploy/smoke.sh
+
+# Prometheus (Debian's package) scraping two local shards under traffic; every query of
+# deploy/grafana/isloader.json must come back with data through its HTTP API.
+monitoring-check: $(STAMP)
+	$(PY) deploy/monitoring_check.py
 
 clean:
 	rm -rf $(VENV) demo-output benchmarks/results

@@ -251,6 +251,37 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="what pruning dropped: per shard and label, by q")
+    p.add_argument("dataset", help="the dataset URI")
+    _add_store_source(p)
+    p.add_argument("--label-column", default=None, help="default: y, label, cls, ... if present")
+    p.add_argument("--top", type=int, default=16, help="hardest and easiest samples to list")
+    p.add_argument("--thumbnails", default=None, help="PNG path for a grid of those samples")
+    p.add_argument("--image-column", default=None, help="the column the grid draws")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from isloader.data.catalog import ShardCatalog
+    from isloader.pruning_report import inspect_pruning
+
+    options = _storage_options(args.storage_option)
+    catalog = ShardCatalog.open(args.dataset, options)
+    store = _open_store(args, len(catalog))
+    try:
+        report = inspect_pruning(
+            catalog, store, label_column=args.label_column, top=args.top,
+            thumbnails=args.thumbnails, image_column=args.image_column,
+        )  # fmt: skip
+    finally:
+        store.close()
+    print(json.dumps(report.as_dict()) if args.json else report.summary())
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     from isloader.demo import DemoSettings
 
@@ -312,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_index(sub)
     _add_convert(sub)
     _add_export(sub)
+    _add_inspect(sub)
     _add_demo(sub)
     _add_demo_data(sub)
     args = parser.parse_args(argv)

@@ -109,11 +109,52 @@ def test_the_command_exports_from_a_snapshot_and_verify_sees_a_changed_source(
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     kept = pq.read_table(out)
     assert summary["rows"] == kept.num_rows and summary["rule"] == "top_mass=0.5+min_per_label=5"
-    assert summary["kept_mass"] >= 0.5 and summary["store_epoch"] == 2  # epochs 0 and 1 completed
+    assert summary["kept_mass"] >= 0.5 and summary["store_epoch"] == 2  # one past epoch 1
     assert min(np.bincount(kept.column("label").to_numpy(), minlength=7)) >= 5
     assert verify_export(out).rows == kept.num_rows
+    assert main(["inspect", catalog.root, "--snapshot-uri", str(tmp_path / "snap"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["rows"] == N and report["pruned"] == N - summary["store_active"]
     shard = tmp_path / "src" / catalog.shards[0].path
     rows = pq.read_table(shard)
     pq.write_table(rows.slice(1), shard)  # a source shard rewritten after the export
     with pytest.raises(InvalidArgumentError, match="changed since it was exported"):
         verify_export(out)
+
+
+def test_inspect_reports_pruned_shares_by_shard_and_label_and_draws_the_extremes(
+    tmp_path, capsys
+) -> None:
+    """One shard's rows made easy (low q) so pruning takes them: the report must say so
+    per shard and per label, list the extremes by q, and draw them."""
+    from isloader.pruning_report import inspect_pruning
+
+    write_parquet_shards(str(tmp_path / "raw"), N, shards=3, rows_per_group=50)
+    catalog = ShardCatalog.build(str(tmp_path / "raw"))
+    store = LocalStore(N)
+    rng = np.random.default_rng(5)
+    q = rng.lognormal(0, 0.3, N)
+    q[:200] *= 0.01  # shard 0 (rows 0-199) is easy
+    store.update(np.arange(N), q)
+    store.end_epoch(1, 1e-6)
+    store.prune(2.0, epoch=1)
+    now = store.lookup(np.arange(N))
+    grid = str(tmp_path / "grid.png")
+    report = inspect_pruning(catalog, store, thumbnails=grid, image_column="feat", top=6)
+    by_shard = {g.name: g for g in report.shards}
+    assert by_shard["part-000.parquet"].pruned_share == pytest.approx((now[:200] == 0).mean())
+    assert by_shard["part-000.parquet"].pruned_share > 0.9
+    assert by_shard["part-001.parquet"].pruned_share < 0.1
+    assert report.label_column == "label" and len(report.labels) == 7
+    labels = np.arange(N) % 7
+    for g in report.labels:
+        assert g.pruned_share == pytest.approx((now[labels == int(g.name)] == 0).mean())
+    assert sum(g.mass_share for g in report.labels) == pytest.approx(1.0)
+    assert [h["index"] for h in report.hardest] == list(np.argsort(-now)[:6])
+    assert report.pruned == int((now == 0).sum()) and sum(report.histogram) == N - report.pruned
+    assert report.thumbnails == grid and (tmp_path / "grid.png").stat().st_size > 1000
+    scalar = inspect_pruning(catalog, store, thumbnails=str(tmp_path / "none.png"))  # "x"
+    assert scalar.thumbnails is None and "neither images nor signals" in scalar.notes[0]
+    store.close()
+    with pytest.raises(InvalidArgumentError, match="no column"):
+        inspect_pruning(catalog, LocalStore(N), label_column="nope")

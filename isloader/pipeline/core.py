@@ -18,7 +18,14 @@ import torch
 
 from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ReaderSettings, disk_tier_enabled
-from isloader.pipeline.plan import ReadTask, permutation_tasks, sampling_tasks, streaming_tasks
+from isloader.pipeline.plan import (
+    ReadTask,
+    permutation_tasks,
+    redistribute,
+    sampling_tasks,
+    skip_rows,
+    streaming_tasks,
+)
 from isloader.pipeline.protocol import MethodSettings, open_for_store, rank_and_world
 from isloader.pipeline.tasks import TaskContext, Transform
 from isloader.store.api import ImportanceStore
@@ -141,11 +148,16 @@ class LoaderCore:
         ``"sample"``."""
         return "stream" if self.sampling == "uniform" or epoch == 0 else "sample"
 
-    def epoch_tasks(self, epoch: int) -> list[ReadTask]:
-        """This rank's read tasks of ``epoch``: a shuffled streaming pass, a uniform
-        permutation, or sampling windows of ``window`` batches."""
+    def epoch_tasks(
+        self, epoch: int, *, rank: int | None = None, world: int | None = None
+    ) -> list[ReadTask]:
+        """This rank's read tasks of ``epoch`` (or rank ``rank`` of ``world``'s): a
+        shuffled streaming pass, a uniform permutation, or sampling windows of
+        ``window`` batches."""
         c, rows = self.catalog, self.window * self.batch_size
-        where = {"seed": self.seed, "epoch": epoch, "rank": self.rank, "world": self.world_size}
+        rank = self.rank if rank is None else rank
+        world = self.world_size if world is None else world
+        where = {"seed": self.seed, "epoch": epoch, "rank": rank, "world": world}
         if self.sampling == "uniform" and self.uniform_order == "permutation":
             return permutation_tasks(len(c), rows_per_task=rows, **where)
         if self.mode(epoch) == "stream":
@@ -156,6 +168,29 @@ class LoaderCore:
             num_samples=len(c), batch_size=self.batch_size, window=self.window,
             steps=self.steps_per_epoch, **where,
         )  # fmt: skip
+
+    def resumed_tasks(self, epoch: int, phases: list[tuple[int, int]]) -> list[ReadTask]:
+        """This rank's tasks of ``epoch`` after its earlier ``phases``: ``(world, steps)``
+        for each run of the epoch so far (its first made the epoch's plan; ranks step
+        together). Where a phase's world equals the next one's, each rank goes on with
+        its own tasks; where it differs, the tasks all ranks had left are shared out
+        (``plan.redistribute``: nothing read twice, at most ``world - 1`` batches left
+        out), so a state saved by W ranks resumes on W' ranks."""
+        b = self.batch_size
+        first = phases[0][0]
+        ranks = [self.epoch_tasks(epoch, rank=r, world=first) for r in range(first)]
+        done = 0
+        for i, (world, steps) in enumerate(phases):
+            ranks = [skip_rows(tasks, steps * b) for tasks in ranks]
+            done += steps
+            following = phases[i + 1][0] if i + 1 < len(phases) else self.world_size
+            if following != world:
+                remaining = [task for tasks in ranks for task in tasks]
+                ranks = [
+                    redistribute(remaining, world=following, rank=r, batch_size=b, first_step=done)
+                    for r in range(following)
+                ]
+        return ranks[self.rank]
 
     def task_context(self, epoch: int, *, catalog: Any, store: Any, clock: Any) -> TaskContext:
         """What every read task of ``epoch`` needs; ``catalog``, ``store`` and ``clock``

@@ -52,7 +52,7 @@ class ImportanceDatasource(Datasource):
 
     def estimate_inmemory_data_size(self) -> int:
         """Rows times the estimated bytes per row (for Ray's memory planning)."""
-        return sum(t.rows for t in self.tasks) * self.row_bytes
+        return sum(t.kept for t in self.tasks) * self.row_bytes
 
     def get_read_tasks(
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
@@ -64,7 +64,7 @@ class ImportanceDatasource(Datasource):
                 functools.partial(_read, task, self.context),
                 BlockMetadata(
                     num_rows=task.rows - task.skip,
-                    size_bytes=(task.rows - task.skip) * self.row_bytes,
+                    size_bytes=task.kept * self.row_bytes,
                     input_files=None,
                     exec_stats=None,
                 ),

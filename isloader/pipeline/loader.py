@@ -35,7 +35,7 @@ from isloader.pipeline.clock import ClockActor, RayStepClock
 from isloader.pipeline.core import DEFAULT_PREFETCH, DEFAULT_WINDOW, LoaderCore
 from isloader.pipeline.costs import DrawChoice, Endpoint, choose_draws, expected_coverage
 from isloader.pipeline.executor import Block, ReadWorkerPool, WindowExecutor
-from isloader.pipeline.plan import ReadTask, label_clustering, skip_rows, units_per_window
+from isloader.pipeline.plan import ReadTask, label_clustering, units_per_window
 from isloader.pipeline.protocol import EpochProtocol
 from isloader.pipeline.runtime import quiet_ray
 from isloader.pipeline.tasks import CatalogRef, ReadStats, TaskContext
@@ -240,6 +240,7 @@ class ImportanceLoader(LoaderCore):
         self._clocks = ClockActor()  # owned: made on first use, killed by close()
         self._pool = ReadWorkerPool(spread=read_on_all_nodes)  # owned, likewise
         self._position = (0, 0)  # (epoch, batches consumed in it)
+        self._phases: list[tuple[int, int]] = []  # (world, steps) of earlier runs of it
         self._finished = -1  # steps the trainer finished in the current epoch
         self._thresholds: list[int] = []
         self._labels: np.ndarray | None = None  # class counts per unit, epoch 0
@@ -259,11 +260,9 @@ class ImportanceLoader(LoaderCore):
 
     def tasks(self, epoch: int) -> list[ReadTask]:
         """This rank's read tasks of ``epoch`` (after any resume position)."""
-        tasks = self.epoch_tasks(epoch)
-        done_epoch, done_batches = self._position
-        if done_epoch == epoch and done_batches:
-            tasks = skip_rows(tasks, done_batches * self.batch_size)
-        return tasks
+        if self._position[0] == epoch and self._phases:
+            return self.resumed_tasks(epoch, self._phases)
+        return self.epoch_tasks(epoch)
 
     def ray_task_context(self, epoch: int) -> TaskContext:
         """What the read tasks of ``epoch`` need on a Ray worker: the catalog once in the
@@ -348,6 +347,7 @@ class ImportanceLoader(LoaderCore):
     def _start_epoch(self, epoch: int, *, clock: bool) -> None:
         if self._position[0] != epoch:
             self._position = (epoch, 0)
+            self._phases = []
         self._finished = self._position[1]
         self._thresholds = sorted(
             t.first_step - self.prefetch for t in self.tasks(epoch) if t.count
@@ -463,16 +463,31 @@ class ImportanceLoader(LoaderCore):
             "batches": self._position[1],
             "seed": self.seed,
             "units_per_window": self.units,
+            "world_size": self.world_size,
+            "phases": [list(p) for p in self._phases],  # earlier runs of this epoch
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume where ``state_dict`` was taken: the same remaining batches of the same
-        epoch. Raises ``ValueError`` when the state was saved with another seed."""
+        """Resume where ``state_dict`` was taken: the remaining batches of the same epoch,
+        on as many ranks (each goes on with its own) or on another number of them (the
+        batches all ranks had left are shared out, none read twice, at most
+        ``world_size - 1`` left out: ``LoaderCore.resumed_tasks``). Every rank loads
+        the same state (rank 0's: ranks step together).
+
+        Raises:
+            ValueError: the state was saved with another seed, or is inconsistent.
+        """
         if state.get("seed") != self.seed:
             raise ValueError(
                 f"state was saved with seed {state.get('seed')}, loader has {self.seed}"
             )
-        self._position = (int(state["epoch"]), int(state["batches"]))
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        phases = [(int(w), int(n)) for w, n in state.get("phases", [])]
+        here = batches - sum(n for _, n in phases)  # steps of the run that saved it
+        if here < 0 or any(w < 1 or n < 0 for w, n in phases):
+            raise ValueError(f"inconsistent resume state: {state}")
+        self._phases = [*phases, (int(state.get("world_size", self.world_size)), here)]
+        self._position = (epoch, batches)
         self.units = int(state.get("units_per_window", self.units))
 
     def close(self) -> None:

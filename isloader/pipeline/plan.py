@@ -31,6 +31,7 @@ __all__ = [
     "ReadTask",
     "streaming_tasks",
     "permutation_tasks",
+    "redistribute",
     "sampling_tasks",
     "skip_rows",
     "units_per_window",
@@ -45,9 +46,11 @@ _PERMUTE = 0x50
 class ReadTask:
     """One read task: whole ``units``, explicit ``indices``, or ``count`` sampled rows.
 
-    ``skip`` drops that many leading rows (resuming mid-epoch); ``seed`` fixes the
-    in-task shuffle or the plan draw; ``first_step`` is the epoch step (batch) where
-    a sampling window starts.
+    ``skip`` drops that many leading rows and ``take`` keeps that many of the rest (0:
+    all), for resuming mid-epoch, on as many ranks or on others; ``seed`` fixes the
+    in-task shuffle or the plan draw, so every rank that holds a piece of a task sees
+    the same rows; ``first_step`` is the epoch step (batch) where a sampling window
+    starts.
     """
 
     rows: int
@@ -58,6 +61,12 @@ class ReadTask:
     skip: int = 0
     shuffle: bool = True
     first_step: int = 0
+    take: int = 0
+
+    @property
+    def kept(self) -> int:
+        """Rows this task delivers (after ``skip`` and ``take``)."""
+        return self.take or self.rows - self.skip
 
 
 def streaming_tasks(
@@ -152,11 +161,38 @@ def skip_rows(tasks: list[ReadTask], rows: int) -> list[ReadTask]:
     """The tasks left after the first ``rows`` rows were consumed (resuming)."""
     out = []
     for task in tasks:
-        if rows >= task.rows:
-            rows -= task.rows
+        if rows >= task.kept:
+            rows -= task.kept
             continue
-        out.append(replace(task, skip=rows) if rows else task)
+        out.append(replace(task, skip=task.skip + rows, take=task.take and task.take - rows))
         rows = 0
+    return out
+
+
+def redistribute(
+    remaining: list[ReadTask], *, world: int, rank: int, batch_size: int, first_step: int
+) -> list[ReadTask]:
+    """Rank ``rank`` of ``world``'s share of ``remaining``: the tasks every rank of an
+    earlier run had left (resuming on another number of ranks).
+
+    The remaining rows, in order, are cut into ``world`` equal runs of whole batches, one
+    per rank (ranks step together, so at most ``world - 1`` batches of the epoch are left
+    out); a task cut at a run's edge goes to both sides with ``skip`` / ``take``, and its
+    seed gives both the same rows (a sampling task draws the same plan). So no row or
+    draw is read twice, and what all ranks read is what the earlier run had left.
+    Sampling tasks get the ``first_step`` of their first batch on the new rank, counted
+    from ``first_step`` (the batches every rank had finished).
+    """
+    per_rank = sum(t.kept for t in remaining) // batch_size // world * batch_size
+    start, end = rank * per_rank, (rank + 1) * per_rank
+    out, offset = [], 0
+    for task in remaining:
+        lo, hi = max(start, offset), min(end, offset + task.kept)
+        if lo < hi:
+            step = first_step + (lo - start) // batch_size
+            out.append(replace(task, skip=task.skip + lo - offset, take=hi - lo,
+                               first_step=step if task.count else task.first_step))  # fmt: skip
+        offset += task.kept
     return out
 
 

@@ -257,12 +257,14 @@ def _read(
     store = state.store(context) if context.store is not None else None
     importance = _importance(store) if context.caches and store is not None else None
     covered = 0.0
+    kept = slice(task.skip, task.skip + task.take if task.take else None)
     if task.count:
         if plan is None:
             if context.clock is not None:
                 _wait_for_trainer(context.clock, task, context.prefetch)
             layout, units = context.layout, context.units
             plan = state.store(context).sample(task.count, task.seed, layout=layout, units=units)
+        plan = Plan(*(column[kept] for column in plan))  # read only the draws kept
         if importance is not None:
             covered = state.rank_once(context, reader, importance)
         table = reader.read(plan.indices, probabilities=plan.probabilities)
@@ -278,8 +280,9 @@ def _read(
     if task.shuffle:
         order = np.random.default_rng(task.seed).permutation(table.num_rows)
         table, weights = table.take(pa.array(order)), weights[order]
-    if task.skip:
-        table, weights = table.slice(task.skip), weights[task.skip :]
+    if not task.count and (task.skip or task.take):
+        rows = np.arange(table.num_rows)[kept]
+        table, weights = table.take(pa.array(rows)), weights[rows]
     columns = table_to_numpy(table)
     columns["weight"] = weights.astype(np.float32)
     if context.transform is not None:

@@ -1,8 +1,9 @@
 """Prometheus metrics of one store shard, in a registry of its own.
 
-Counters and latency histograms are updated per call; the state gauges (mass,
-active, pruned, epoch) are read from the shard when Prometheus scrapes, so they
-cost nothing on the request path.
+Counters and latency histograms (RPCs, the write-ahead log's fsync wait) are updated
+per call; the state gauges (mass, active, pruned, epoch, the apply backlog) are read
+from the shard when Prometheus scrapes, so they cost nothing on the request path. The
+Grafana dashboard ``deploy/grafana/isloader.json`` charts every one of them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _GAUGES = {
     "active_samples": "Active (non-pruned) samples",
     "pruned_samples": "Pruned samples",
     "epoch": "Completed epochs",
+    "apply_backlog": "Logged updates not yet applied to the table",
 }
 
 
@@ -59,6 +61,10 @@ class ShardMetrics:
         self.ess = Gauge(
             "isloader_effective_sample_size", "(sum q)^2 / sum q^2 at the last stats", registry=r
         )
+        self.wal_sync = Histogram(
+            "isloader_wal_sync_seconds", "An update's wait for its log record to be fsynced",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.snapshots = Counter("isloader_snapshots", "Snapshots written", registry=r)
         self.auth_failures = Counter(
             "isloader_auth_failures", "Calls refused for a missing or wrong token", registry=r

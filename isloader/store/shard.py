@@ -451,7 +451,8 @@ class StoreShard:
         if ticket is None or self._wal is None:
             return
         try:
-            self._wal.sync(ticket)
+            with self.metrics.wal_sync.time():
+                self._wal.sync(ticket)
         except StoreNotWritableError:
             with self._lock:
                 self._drop_unlogged()
@@ -469,6 +470,7 @@ class StoreShard:
             self.metrics.latency.labels(method=method).observe(time.perf_counter() - start)
 
     def _state_gauges(self) -> dict[str, float]:
+        backlog = len(self._backlog)  # before settling, which applies it
         with self._settled():
             total, active = self._table.view()
             epoch = self._table.epoch
@@ -477,4 +479,5 @@ class StoreShard:
             "active_samples": active,
             "pruned_samples": self.config.size - active,
             "epoch": epoch,
+            "apply_backlog": backlog,
         }
