@@ -36,7 +36,14 @@ _EXPORTS = {
     "read_importance": "isloader.pipeline.datasource",
     "ImportanceDatasource": "isloader.pipeline.datasource",
     "EpochCounters": "isloader.pipeline.loader",
+    "LoaderCore": "isloader.pipeline.core",
     "importance_metric": "isloader.importance",
+    # what pruning decided, as a product (store + data plane)
+    "export_kept": "isloader.export",
+    "verify_export": "isloader.export",
+    "ExportManifest": "isloader.export",
+    "inspect_pruning": "isloader.pruning_report",
+    "PruningReport": "isloader.pruning_report",
 }
 
 __all__ = [*sorted(_EXPORTS), "errors"]
@@ -76,8 +83,20 @@ if TYPE_CHECKING:
     from isloader.data.reader import (
         ShardReader as ShardReader,
     )
+    from isloader.export import (
+        ExportManifest as ExportManifest,
+    )
+    from isloader.export import (
+        export_kept as export_kept,
+    )
+    from isloader.export import (
+        verify_export as verify_export,
+    )
     from isloader.importance import (
         importance_metric as importance_metric,
+    )
+    from isloader.pipeline.core import (
+        LoaderCore as LoaderCore,
     )
     from isloader.pipeline.datasource import (
         ImportanceDatasource as ImportanceDatasource,
@@ -93,6 +112,12 @@ if TYPE_CHECKING:
     )
     from isloader.pipeline.torch_dataset import (
         ImportanceDataset as ImportanceDataset,
+    )
+    from isloader.pruning_report import (
+        PruningReport as PruningReport,
+    )
+    from isloader.pruning_report import (
+        inspect_pruning as inspect_pruning,
     )
     from isloader.store.api import (
         ImportanceStore as ImportanceStore,

@@ -152,7 +152,13 @@ class WindowExecutor:
         self._draw = draw
         self._ahead = ahead
         self._actors = pool.actors
-        ray.get([a.bind.remote(self._loader, context) for a in self._actors])
+        try:  # an actor that never answers (its process lost) must not hang the trainer
+            ray.get([a.bind.remote(self._loader, context) for a in self._actors], timeout=300)
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(
+                "the loader's read actors did not answer within 300 s; is the Ray node "
+                "out of processes or memory? (`ray status`)"
+            ) from None
         self._turn = 0
         self._in_flight: deque[tuple[Any, int]] = deque()
 
