@@ -197,6 +197,20 @@ def _add_store_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file", default=None, help="the store's bearer token")
 
 
+def _with_store(args: argparse.Namespace, call: Any) -> Any:
+    """``call(catalog, store, storage_options)`` on ``args.dataset`` and the store the
+    flags name (closed after)."""
+    from isloader.data.catalog import ShardCatalog
+
+    options = _storage_options(args.storage_option)
+    catalog = ShardCatalog.open(args.dataset, options)
+    store = _open_store(args, len(catalog))
+    try:
+        return call(catalog, store, options)
+    finally:
+        store.close()
+
+
 def _open_store(args: argparse.Namespace, num_samples: int) -> Any:
     """The store named by ``--store`` (a client) or ``--snapshot-uri`` (loaded here)."""
     if args.store:
@@ -232,21 +246,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from isloader.data.catalog import ShardCatalog
     from isloader.export import export_kept
 
-    options = _storage_options(args.storage_option)
-    catalog = ShardCatalog.open(args.dataset, options)
-    store = _open_store(args, len(catalog))
-    try:
-        manifest = export_kept(
-            catalog, store, args.output, top_mass=args.top_mass,
-            min_per_label=args.min_per_label, label_column=args.label_column,
-            rows_per_group=args.rows_per_group, rows_per_shard=args.rows_per_shard,
-            prune_k=args.prune_k, seed=args.seed, storage_options=options,
-        )  # fmt: skip
-    finally:
-        store.close()
+    manifest = _with_store(args, lambda catalog, store, options: export_kept(
+        catalog, store, args.output, top_mass=args.top_mass,
+        min_per_label=args.min_per_label, label_column=args.label_column,
+        rows_per_group=args.rows_per_group, rows_per_shard=args.rows_per_shard,
+        prune_k=args.prune_k, seed=args.seed, storage_options=options,
+    ))  # fmt: skip
     print(json.dumps({k: v for k, v in asdict(manifest).items() if k != "shards"}))
     return 0
 
@@ -265,19 +272,12 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from isloader.data.catalog import ShardCatalog
     from isloader.pruning_report import inspect_pruning
 
-    options = _storage_options(args.storage_option)
-    catalog = ShardCatalog.open(args.dataset, options)
-    store = _open_store(args, len(catalog))
-    try:
-        report = inspect_pruning(
-            catalog, store, label_column=args.label_column, top=args.top,
-            thumbnails=args.thumbnails, image_column=args.image_column,
-        )  # fmt: skip
-    finally:
-        store.close()
+    report = _with_store(args, lambda catalog, store, _: inspect_pruning(
+        catalog, store, label_column=args.label_column, top=args.top,
+        thumbnails=args.thumbnails, image_column=args.image_column,
+    ))  # fmt: skip
     print(json.dumps(report.as_dict()) if args.json else report.summary())
     return 0
 

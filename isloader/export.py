@@ -38,9 +38,19 @@ from isloader.errors import InvalidArgumentError
 from isloader.store.api import ImportanceStore
 from isloader.store.table import prune_threshold
 
-__all__ = ["ExportManifest", "export_kept", "verify_export", "kept_indices", "MANIFEST_NAME"]
+__all__ = [
+    "ExportManifest",
+    "export_kept",
+    "verify_export",
+    "kept_indices",
+    "store_q",
+    "label_column_of",
+    "MANIFEST_NAME",
+    "LABEL_NAMES",
+]
 
 MANIFEST_NAME = "_isloader_export.json"
+LABEL_NAMES = ("y", "label", "labels", "cls", "class", "target")
 _LOOKUP_CHUNK = 1 << 20
 
 
@@ -64,7 +74,8 @@ class ExportManifest:
     shards: list[str]
 
 
-def _all_q(store: ImportanceStore) -> np.ndarray:
+def store_q(store: ImportanceStore) -> np.ndarray:
+    """Every sample's current ``q`` (0 for pruned ones), looked up in chunks."""
     n = store.num_samples
     return np.concatenate(
         [store.lookup(np.arange(a, min(a + _LOOKUP_CHUNK, n))) for a in range(0, n, _LOOKUP_CHUNK)]
@@ -145,11 +156,13 @@ def export_kept(
     if fs.exists(root) and fs.ls(root):
         raise InvalidArgumentError(f"{output} is not empty: export writes into a new folder")
     stats = store.stats()
-    q = _all_q(store)
+    q = store_q(store)
     reader = ShardReader(catalog, memory_bytes=0, cache_dir="")
     labels = None
     if min_per_label:
-        column = label_column or _label_column(catalog)
+        column = label_column or label_column_of(_column_names(catalog))
+        if column is None:
+            raise InvalidArgumentError("no label column among the rows: name it (label_column)")
         every_unit = np.arange(catalog.num_units)  # a streaming pass, in row order
         labels = reader.read_units(every_unit, [column]).column(column).to_numpy()
     keep = kept_indices(q, top_mass=top_mass, labels=labels, min_per_label=min_per_label,
@@ -214,14 +227,14 @@ def verify_export(output: str, storage_options: dict[str, Any] | None = None) ->
     return manifest
 
 
-def _label_column(catalog: ShardCatalog) -> str:
-    """The first column named like a label (``y``, ``label``, ``cls``...)."""
+def label_column_of(names: list[str]) -> str | None:
+    """The first of ``names`` that is named like a label (``LABEL_NAMES``), else None."""
+    return next((c for c in LABEL_NAMES if c in names), None)
+
+
+def _column_names(catalog: ShardCatalog) -> list[str]:
     reader = ShardReader(catalog, memory_bytes=0, cache_dir="")
     try:
-        names = reader.read(np.array([0])).column_names
+        return reader.read(np.array([0])).column_names
     finally:
         reader.close()
-    for name in ("y", "label", "labels", "cls", "class", "target"):
-        if name in names:
-            return name
-    raise InvalidArgumentError(f"no label column among {names}: name it with label_column")

@@ -28,12 +28,10 @@ import numpy as np
 from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ShardReader
 from isloader.errors import InvalidArgumentError
+from isloader.export import label_column_of, store_q
 from isloader.store.api import ImportanceStore
 
-__all__ = ["PruningReport", "GroupShare", "inspect_pruning", "LABEL_NAMES"]
-
-LABEL_NAMES = ("y", "label", "labels", "cls", "class", "target")
-_CHUNK = 1 << 20
+__all__ = ["PruningReport", "GroupShare", "inspect_pruning"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,7 @@ def inspect_pruning(
 ) -> PruningReport:
     """The report of ``dataset`` against ``store`` (see the module docstring).
 
-    ``label_column``: default, the first of ``LABEL_NAMES`` the rows have (none: no
+    ``label_column``: default, the first column named like a label (``y``, ``label``...) (none: no
     per-label shares). ``thumbnails``: a PNG path for the grid of the ``top`` hardest
     and easiest samples, drawn from ``image_column`` (default: the first column that
     is not the label).
@@ -128,10 +126,7 @@ def inspect_pruning(
     n = len(catalog)
     if store.num_samples != n:
         raise InvalidArgumentError(f"the store holds {store.num_samples} samples, the dataset {n}")
-    q = np.concatenate(
-        [store.lookup(np.arange(a, min(a + _CHUNK, n))) for a in range(0, n, _CHUNK)]
-        or [np.zeros(0)]
-    )
+    q = store_q(store)
     unit_of = np.repeat(np.arange(catalog.num_units), np.diff(catalog.unit_bounds))
     shard_of = catalog.unit_shard[unit_of]
     shards = _shares([s.path for s in catalog.shards], shard_of, q)
@@ -140,7 +135,7 @@ def inspect_pruning(
         columns = reader.read(np.array([0])).column_names if n else []
         if label_column is not None and label_column not in columns:
             raise InvalidArgumentError(f"no column {label_column!r} among {columns}")
-        label = label_column or next((c for c in LABEL_NAMES if c in columns), None)
+        label = label_column or label_column_of(columns)
         labels: list[GroupShare] = []
         if label is not None:
             values = reader.read_units(np.arange(catalog.num_units), [label])
