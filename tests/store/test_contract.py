@@ -118,7 +118,7 @@ def test_every_draw_of_every_window_has_the_exact_marginal(store, units) -> None
     q = seeded(store)
     plans = [
         store.sample(12, seed=(7, w), layout=LAYOUT if units else None, units=units)
-        for w in range(3000)
+        for w in range(1500)
     ]
     assert window_marginals_pvalue([p.indices for p in plans], q / q.sum()) > 1e-3
     skewed = q.copy()
