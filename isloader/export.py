@@ -45,6 +45,7 @@ __all__ = [
     "kept_indices",
     "store_q",
     "label_column_of",
+    "column_names",
     "MANIFEST_NAME",
     "LABEL_NAMES",
 ]
@@ -160,7 +161,7 @@ def export_kept(
     reader = ShardReader(catalog, memory_bytes=0, cache_dir="")
     labels = None
     if min_per_label:
-        column = label_column or label_column_of(_column_names(catalog))
+        column = label_column or label_column_of(column_names(catalog))
         if column is None:
             raise InvalidArgumentError("no label column among the rows: name it (label_column)")
         every_unit = np.arange(catalog.num_units)  # a streaming pass, in row order
@@ -232,7 +233,8 @@ def label_column_of(names: list[str]) -> str | None:
     return next((c for c in LABEL_NAMES if c in names), None)
 
 
-def _column_names(catalog: ShardCatalog) -> list[str]:
+def column_names(catalog: ShardCatalog) -> list[str]:
+    """The names of the columns a read of ``catalog`` returns (read from its first row)."""
     reader = ShardReader(catalog, memory_bytes=0, cache_dir="")
     try:
         return reader.read(np.array([0])).column_names

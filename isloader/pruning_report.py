@@ -28,7 +28,7 @@ import numpy as np
 from isloader.data.catalog import ShardCatalog
 from isloader.data.reader import ShardReader
 from isloader.errors import InvalidArgumentError
-from isloader.export import label_column_of, store_q
+from isloader.export import column_names, label_column_of, store_q
 from isloader.store.api import ImportanceStore
 
 __all__ = ["PruningReport", "GroupShare", "inspect_pruning"]
@@ -132,7 +132,7 @@ def inspect_pruning(
     shards = _shares([s.path for s in catalog.shards], shard_of, q)
     reader = ShardReader(catalog, memory_bytes=0, cache_dir="")
     try:
-        columns = reader.read(np.array([0])).column_names if n else []
+        columns = column_names(catalog) if n else []
         if label_column is not None and label_column not in columns:
             raise InvalidArgumentError(f"no column {label_column!r} among {columns}")
         label = label_column or label_column_of(columns)

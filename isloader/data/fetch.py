@@ -340,12 +340,11 @@ class RangeFetcher:
         self.concurrency = concurrency
         self.client = client
         self.counters = ReaderCounters()
-        self.timing = FetchTiming()
         self._gap = merge_gap
         self._verified: dict[int, float] = {}
         self._lock = threading.Lock()
         self._backend = _client(self)
-        self.timing.local = getattr(self._backend, "local", False)
+        self.timing = FetchTiming(local=getattr(self._backend, "local", False))
 
     @property
     def merge_gap(self) -> int:

@@ -33,7 +33,6 @@ __all__ = [
 
 TestSet = tuple[np.ndarray, np.ndarray]
 _FEATURES = 40
-_TAR_MTIME = 1_700_000_000
 
 
 def _features(x: np.ndarray, row_bytes: int, rng: np.random.Generator) -> np.ndarray:
@@ -110,9 +109,11 @@ def _write_shards(
 def _write_tar(path: Path, x: np.ndarray, y: np.ndarray, first: int) -> None:
     import webdataset as wds
 
+    from isloader.data.formats.webdataset import TAR_MTIME
+
     # an integer mtime, as a user's tars have: a float one makes tarfile add a PAX header
     # to every member (8 KiB per 4 KB sample)
-    with open(path, "wb") as f, wds.TarWriter(f, mtime=_TAR_MTIME) as sink:
+    with open(path, "wb") as f, wds.TarWriter(f, mtime=TAR_MTIME) as sink:
         for i, (row, label) in enumerate(zip(x, y, strict=True)):
             buffer = io.BytesIO()
             np.save(buffer, row)

@@ -63,7 +63,7 @@ class ImportanceDatasource(Datasource):
             ReadTask(
                 functools.partial(_read, task, self.context),
                 BlockMetadata(
-                    num_rows=task.rows - task.skip,
+                    num_rows=task.kept,
                     size_bytes=task.kept * self.row_bytes,
                     input_files=None,
                     exec_stats=None,

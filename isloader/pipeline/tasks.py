@@ -257,7 +257,7 @@ def _read(
     store = state.store(context) if context.store is not None else None
     importance = _importance(store) if context.caches and store is not None else None
     covered = 0.0
-    kept = slice(task.skip, task.skip + task.take if task.take else None)
+    kept = slice(task.skip, task.skip + task.kept)  # the rows this task delivers
     if task.count:
         if plan is None:
             if context.clock is not None:
@@ -280,9 +280,8 @@ def _read(
     if task.shuffle:
         order = np.random.default_rng(task.seed).permutation(table.num_rows)
         table, weights = table.take(pa.array(order)), weights[order]
-    if not task.count and (task.skip or task.take):
-        rows = np.arange(table.num_rows)[kept]
-        table, weights = table.take(pa.array(rows)), weights[rows]
+    if not task.count and task.kept < table.num_rows:
+        table, weights = table.slice(task.skip, task.kept), weights[kept]
     columns = table_to_numpy(table)
     columns["weight"] = weights.astype(np.float32)
     if context.transform is not None:

@@ -26,10 +26,10 @@ import pyarrow as pa
 from isloader.data.formats.base import ReadAmplification, ShardIndex
 from isloader.errors import CorruptShardError, InvalidArgumentError
 
-__all__ = ["WebDatasetFormat", "webdataset_split", "samples_to_table"]
+__all__ = ["WebDatasetFormat", "webdataset_split", "samples_to_table", "TAR_MTIME"]
 
 _BLOCK = 512
-_TAR_MTIME = 1_700_000_000  # an integer mtime, as a user's tars have: no PAX headers
+TAR_MTIME = 1_700_000_000  # an integer mtime, as a user's tars have: no PAX headers
 _INT_EXTS = {"cls", "cls2", "idx", "index"}
 _TEXT_EXTS = {"txt", "text", "json"}
 
@@ -168,7 +168,7 @@ class WebDatasetFormat:
 
         columns = {c: table.column(c).to_pylist() for c in table.column_names}
         keys = columns.pop("__key__")
-        with fs.open(path, "wb") as sink, wds.TarWriter(sink, mtime=_TAR_MTIME) as tar:
+        with fs.open(path, "wb") as sink, wds.TarWriter(sink, mtime=TAR_MTIME) as tar:
             for k, key in enumerate(keys):
                 sample: dict[str, Any] = {"__key__": key}
                 for name, values in columns.items():
