@@ -3,7 +3,9 @@ sample its span; files without a page index fall back to column chunks and say s
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 
 import numpy as np
 import pyarrow as pa
@@ -14,8 +16,14 @@ from isloader.cli import main
 from isloader.data.catalog import ShardCatalog
 from isloader.data.convert import convert_parquet
 from isloader.data.formats import FORMATS, get_format
+from isloader.data.formats.webdataset import (
+    TAR_MTIME,
+    _samples,
+    _tarfile_members,
+    _ustar_members,
+)
 from isloader.data.reader import ShardReader
-from isloader.errors import InvalidArgumentError
+from isloader.errors import CorruptShardError, InvalidArgumentError
 from tests.data.shards import write_webdataset_shards
 
 N, GROUP = 600, 100
@@ -120,6 +128,55 @@ def test_a_tar_sample_costs_its_span_and_neighbours_merge(tmp_path) -> None:
     merged = ShardReader(catalog, memory_bytes=0, merge_gap=1 << 20)
     merged.read(np.array([3, 40, 50]), ["bin"])
     assert merged.counters.requests == 1  # one shard, gaps smaller than a request costs
+
+
+def _tar(members: list[tuple[str, bytes]], fmt: int, mtime: float) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), mtime
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_tar_headers_read_directly_agree_with_tarfile_and_the_rest_falls_back(tmp_path) -> None:
+    import webdataset as wds
+
+    rng = np.random.default_rng(0)
+    written = [{"__key__": f"d/{i:06d}", "bin": rng.bytes(int(rng.integers(1, 3000))),
+                "cls": str(i)} for i in range(40)]  # fmt: skip
+    buf = io.BytesIO()
+    with wds.TarWriter(buf, mtime=TAR_MTIME) as tar:  # a user's tars: plain ustar
+        for sample in written:
+            tar.write(sample)
+    data = buf.getvalue()
+    assert _ustar_members(data) == _tarfile_members(data)
+    samples = _samples(data, None)
+    assert [s["__key__"].decode() for s in samples] == [w["__key__"] for w in written]
+    assert [s["bin"] for s in samples] == [w["bin"] for w in written]
+    assert _samples(data, ["cls"])[7] == {"__key__": b"d/000007", "cls": b"7"}
+    members = [("a" * 150 + "/s1.bin", b"long"), ("d/s2.cls", b"7"), ("d/s2.txt", b"x" * 600)]
+    for fmt, mtime in ((tarfile.PAX_FORMAT, 1.5), (tarfile.GNU_FORMAT, 1)):
+        tar = _tar(members, fmt, mtime)
+        assert _ustar_members(tar) is None  # PAX records, GNU long names: tarfile's
+        got = _samples(tar, None)
+        assert [s["__key__"] for s in got] == [b"a" * 150 + b"/s1", b"d/s2"]
+        assert got[0]["bin"] == b"long" and got[1]["txt"] == b"x" * 600
+
+
+def test_a_corrupt_tar_header_is_named_with_its_shard(tmp_path) -> None:
+    write_webdataset_shards(str(tmp_path / "tars"), 30, shards=1)
+    catalog = ShardCatalog.build(str(tmp_path / "tars"))
+    path = next((tmp_path / "tars").glob("*.tar"))
+    raw = bytearray(path.read_bytes())
+    start = int(catalog.arrays["sample_offset"][5])
+    raw[start + 130] = ord("9")  # a size digit that is not octal: the checksum fails
+    path.write_bytes(bytes(raw))  # same size; the reader is told not to check mtimes
+    reader = ShardReader(catalog, memory_bytes=0, verify=False)
+    assert reader.read(np.array([4]))["__key__"].to_pylist() == ["000004"]  # its neighbour
+    with pytest.raises(CorruptShardError, match=r"\.tar: sample 5 is not tar members"):
+        reader.read(np.array([5]))
 
 
 def test_a_unit_read_is_one_request_and_matches_the_rows(converted) -> None:

@@ -6,16 +6,22 @@ sample, its span ``sample_offset`` / ``sample_length``: from its first member's 
 to the end of its last member's padded data, 12 bytes a sample. Units for streaming
 are runs of consecutive samples of one tar (at most ``unit_bytes`` / ``unit_samples``).
 
-A span's bytes are a tar of their own (without the end marker), so ``tarfile`` reads
-the members, PAX and GNU long names included. Members keep webdataset's conventions: the
-key is the name up to the first dot of the file name, the rest names the field; ``cls``
-and ``idx`` become integers, ``txt`` and ``json`` text, everything else stays bytes for
-the user's transform to decode (images, audio, tensors).
+A span's bytes are a tar of their own (without the end marker). Plain ustar members
+(what webdataset's ``TarWriter`` writes with integer mtimes) are read straight from
+their 512-byte headers, checksum checked (``tarfile`` costs about 0.1 ms of a read
+worker's CPU a sample, as much as the sample's request). Anything else (PAX or GNU long
+names, base-256 sizes) goes to ``tarfile``, which reads every tar the standard allows.
+
+Members keep webdataset's conventions: the key is the name up to the first dot of the
+file name, the rest names the field; ``cls`` and ``idx`` become integers, ``txt`` and
+``json`` text, everything else stays bytes for the user's transform to decode (images,
+audio, tensors).
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -60,6 +66,47 @@ def _decode(ext: str, data: bytes) -> Any:
     return data
 
 
+# a ustar header's name, size, checksum, type flag, magic and name prefix
+_USTAR = struct.Struct("100s24x12s12x8sc100x6s2x32x32x16x155s12x")
+_PLAIN_TYPES = (b"0", b"\0", b"5")  # regular files and directories
+
+
+def _ustar_members(data: bytes) -> list[tuple[str, int, int]] | None:
+    """``(name, data offset, size)`` of every member of plain ustar bytes (regular files
+    only), or None where a header needs ``tarfile`` (PAX, GNU long names, base-256
+    sizes, GNU headers, or anything this reading does not vouch for: a checksum that
+    does not add up is ``tarfile``'s to judge)."""
+    members = []
+    view = memoryview(data)
+    at = 0
+    while at + _BLOCK <= len(data):
+        header = view[at : at + _BLOCK]
+        if not any(header):
+            break  # an end-of-archive block
+        name, size, chksum, kind, magic, prefix = _USTAR.unpack(header)
+        if kind not in _PLAIN_TYPES or magic != b"ustar\0" or size[0] & 0x80:
+            return None
+        try:
+            wanted, size_ = int(chksum.strip(b"\0 ") or b"0", 8), int(size.strip(b"\0 ") or b"0", 8)
+        except ValueError:
+            return None
+        if sum(header) - sum(header[148:156]) + 256 != wanted:
+            return None
+        if kind != b"5":
+            path = name.split(b"\0", 1)[0].decode()
+            stem = prefix.split(b"\0", 1)[0].decode()
+            members.append((f"{stem}/{path}" if stem else path, at + _BLOCK, size_))
+        at += _BLOCK + -(-size_ // _BLOCK) * _BLOCK
+    if members and members[-1][1] + members[-1][2] > len(data):
+        return None  # the bytes end inside a member
+    return members
+
+
+def _tarfile_members(data: bytes) -> list[tuple[str, int, int]]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return [(m.name, m.offset_data, m.size) for m in tar if m.isfile()]
+
+
 def _samples(data: bytes, columns: Sequence[str] | None) -> list[dict[str, bytes]]:
     """The samples in consecutive spans' bytes, in order: ``__key__`` plus the wanted
     members.
@@ -67,20 +114,20 @@ def _samples(data: bytes, columns: Sequence[str] | None) -> list[dict[str, bytes
     Raises:
         tarfile.TarError: the bytes are not tar members (the caller names the shard).
     """
+    members = _ustar_members(data)
+    if members is None:
+        members = _tarfile_members(data)
     samples: list[dict[str, bytes]] = []
     key = None
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            split = webdataset_split(member.name) if member.isfile() else None
-            if split is None:
-                continue
-            if split[0] != key:
-                key = split[0]
-                samples.append({"__key__": key.encode()})
-            if columns is None or split[1] in columns:
-                extracted = tar.extractfile(member)
-                assert extracted is not None  # a regular file always has data
-                samples[-1][split[1]] = extracted.read()
+    for name, offset, size in members:
+        split = webdataset_split(name)
+        if split is None:
+            continue
+        if split[0] != key:
+            key = split[0]
+            samples.append({"__key__": key.encode()})
+        if columns is None or split[1] in columns:
+            samples[-1][split[1]] = data[offset : offset + size]
     return samples
 
 
