@@ -15,7 +15,10 @@ keeping the rows of highest ``p_i / bytes_i`` maximises it for a byte budget.
   a 4 KB row takes about 4.2 KB; LMDB would round it to 8 KB), shared by every process of
   the node (SQLite's locking), bounded by the bytes its used pages take. ``rank`` updates
   every density from the store once per epoch per node (pruned rows leave); ``offer``
-  admits rows whose density beats what they would evict.
+  admits rows whose density beats what they would evict. Both are best effort: a writer
+  that cannot get the file's lock within ``timeout`` (another process holds it) skips,
+  and the rows it was offering are still returned to the trainer (counted in
+  ``skipped``). A cache never fails a read.
 - ``MemoryRows``: one process's tier, the same rule in a dict and a heap.
 
 Both tiers answer ``get`` (found rows by index) and ``offer``; ``admit`` is the one rule.
@@ -35,6 +38,12 @@ import numpy as np
 import pyarrow as pa
 
 __all__ = ["RowCodec", "DiskRows", "MemoryRows", "admit"]
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's "database is locked" / "busy": another process held the file too long."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
 
 _NULL = 0xFFFFFFFF
 _PAGE = 1024
@@ -260,14 +269,20 @@ class DiskRows:
     Args:
         path: the file (its directory is created).
         limit_bytes: most bytes its used pages may take.
+        timeout: seconds a write waits for another process's lock before it skips.
     """
 
-    def __init__(self, path: str, limit_bytes: int) -> None:
+    def __init__(self, path: str, limit_bytes: int, *, timeout: float = 10.0) -> None:
         self.path = path
         self.limit = int(limit_bytes)
+        self.timeout = timeout
+        self.skipped = 0  # rows offered while another process held the lock too long
+        self._schema: bytes | None = None
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
         with self._lock:
             self._db.execute(f"PRAGMA page_size={_PAGE}")
             self._db.execute("PRAGMA synchronous=OFF")  # a cache: a crash may lose it whole
@@ -296,14 +311,16 @@ class DiskRows:
 
     @contextmanager
     def _write(self) -> Iterator[None]:
-        """One write transaction (taken at once: writers queue on SQLite's lock)."""
+        """One write transaction (taken at once: writers queue on SQLite's lock); a
+        failed one, its COMMIT included, is rolled back."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     @property
     def nbytes(self) -> int:
@@ -342,10 +359,25 @@ class DiskRows:
         return max(1.0, self._used() / payload)
 
     def offer(self, indices: Sequence[int], rows: Sequence[bytes], density: np.ndarray) -> int:
-        """Offer rows with their densities; returns how many went in (``admit``)."""
+        """Offer rows with their densities; returns how many went in (``admit``), 0 where
+        the file stayed locked by another process for ``timeout`` (``skipped``)."""
         if self.limit <= 0 or not len(rows):
             return 0
+        try:
+            return self._offer(indices, rows, density)
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise
+            with self._lock:
+                self.skipped += len(rows)
+            return 0
+
+    def _offer(self, indices: Sequence[int], rows: Sequence[bytes], density: np.ndarray) -> int:
         with self._lock, self._write():
+            if self._schema is not None:  # every row lands beside its schema
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (self._schema,)
+                )
             present = self.get_present(indices)
             factor = self._overhead()
             offered = [(int(i), float(d), int(len(r) * factor) + 1)
@@ -392,13 +424,31 @@ class DiskRows:
     def rank(self, epoch: int, density: Callable[[np.ndarray], np.ndarray]) -> bool:
         """New densities for every cached row from the store, once per ``epoch`` for the
         whole node (the first process to ask does it); rows whose density is 0 (pruned)
-        leave. Returns whether this call did it."""
+        leave. Returns whether this call did it. The densities are asked for (a store
+        lookup) before the write lock is taken, so other processes' reads and offers
+        never wait on the store; rows offered meanwhile keep the densities they came with.
+        A lock held by another process past ``timeout`` skips this epoch's ranking here."""
+        if self._ranked(epoch):
+            return False
+        held = self.indices()
+        values = np.asarray(density(held), float) if len(held) else np.zeros(0)
+        try:
+            return self._rank(epoch, held, values)
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise
+            return False
+
+    def _ranked(self, epoch: int) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'ranked'").fetchone()
+        return row is not None and row[0] >= epoch
+
+    def _rank(self, epoch: int, held: np.ndarray, values: np.ndarray) -> bool:
         with self._lock, self._write():
             row = self._db.execute("SELECT value FROM meta WHERE key = 'ranked'").fetchone()
             if row is not None and row[0] >= epoch:
-                return False
-            held = np.array([r[0] for r in self._db.execute("SELECT idx FROM rows")], np.int64)
-            values = np.asarray(density(held), float) if len(held) else np.zeros(0)
+                return False  # another process ranked while the densities were asked for
             gone = held[values <= 0].tolist()
             self._db.executemany("DELETE FROM rows WHERE idx = ?", [(i,) for i in gone])
             keep = values > 0
@@ -416,12 +466,9 @@ class DiskRows:
             return np.array([r[0] for r in self._db.execute("SELECT idx FROM rows")], np.int64)
 
     def remember_schema(self, schema: pa.Schema) -> None:
-        """Keep the rows' Arrow schema beside them, so any process can decode them."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
-                (schema.serialize().to_pybytes(),),
-            )
+        """Keep the rows' Arrow schema beside them, so any process can decode them (it
+        is written with the first rows this process offers)."""
+        self._schema = schema.serialize().to_pybytes()
 
     def schema(self) -> pa.Schema:
         """The Arrow schema rows were stored with (empty before any row)."""

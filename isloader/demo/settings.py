@@ -21,7 +21,7 @@ class DemoSettings(BaseModel):
     local: bool = Field(False, description="local Parquet files instead of emulated S3")
     train_size: int = Field(30000, ge=100)
     test_size: int = Field(10000, ge=100)
-    epochs: int = Field(5, ge=1, description="per method: the short run; bench-remote runs more")
+    epochs: int = Field(4, ge=1, description="per method: the benchmark's 4 epochs, 1 seed")
     batch_size: int = Field(128, ge=1)
     methods: str = Field("uniform_stream,uniform_cached,ours_is,ours_is_prune")
     seed: int = 0

@@ -5,6 +5,7 @@ hit rate that is the mass the cache covers."""
 from __future__ import annotations
 
 import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -90,6 +91,7 @@ def test_a_tier_keeps_the_rows_of_highest_density_within_its_budget(tmp_path, ti
 
 def _offer_from_another_process(path: str, limit: int, start: int) -> None:
     cache = DiskRows(path, limit)
+    cache.remember_schema(pa.schema([("raw", pa.binary())]))  # as every reader does
     rng = np.random.default_rng(start)
     for k in range(10):
         base = start + 20 * k
@@ -101,7 +103,6 @@ def _offer_from_another_process(path: str, limit: int, start: int) -> None:
 def test_processes_share_one_disk_tier_and_its_budget(tmp_path) -> None:
     path, limit = str(tmp_path / "shared.rows"), 40_000
     cache = DiskRows(path, limit)
-    cache.remember_schema(pa.schema([("raw", pa.binary())]))
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_offer_from_another_process, args=(path, limit, s))
              for s in (0, 10_000)]  # fmt: skip
@@ -180,3 +181,43 @@ def test_the_init_epoch_fills_the_cache_with_the_highest_q_and_hits_follow_the_m
         reader.read(draws, ["raw", "y"], probabilities=p[draws])
     assert abs(reader.counters.cache_hit_rate - covered) < 0.05
     assert reader.counters.read_amplification < 1.25
+
+
+def _hold_the_lock(path: str, seconds: float, ready) -> None:
+    """Another process in a long write transaction on the node's file."""
+    import sqlite3
+    import time
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('held', 1)")
+    ready.set()
+    time.sleep(seconds)
+    db.execute("ROLLBACK")
+    db.close()
+
+
+def test_a_write_lock_held_too_long_skips_offers_and_ranks_and_fails_no_read(tmp_path) -> None:
+    path = str(tmp_path / "locked.rows")
+    cache = DiskRows(path, 1 << 20, timeout=0.2)
+    cache.remember_schema(pa.schema([("raw", pa.binary())]))
+    assert cache.offer([0, 1], [b"a" * 100, b"b" * 100], np.array([1.0, 2.0])) == 2
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_the_lock, args=(path, 3.0, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        # offers from two threads at once, and a rank, while the other process holds it
+        with ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(lambda k: cache.offer([10 + k], [b"c" * 100], np.array([5.0])),
+                                range(4)))  # fmt: skip
+        assert got == [0, 0, 0, 0] and cache.skipped == 4
+        assert cache.rank(1, lambda idx: np.zeros(len(idx))) is False  # skipped, not raised
+        assert sorted(cache.get(np.arange(20))) == [0, 1]  # reads still answer, state kept
+    finally:
+        holder.join(60)
+    assert holder.exitcode == 0
+    assert cache.offer([10], [b"c" * 100], np.array([5.0])) == 1  # the lock is back
+    assert cache.rank(1, lambda idx: np.where(idx == 0, 0.0, 1.0)) is True
+    assert sorted(cache.get(np.arange(20))) == [1, 10]  # row 0's density 0: it left
