@@ -167,10 +167,20 @@ def table_to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
-def _importance(store: ImportanceStore) -> Callable[[np.ndarray], np.ndarray]:
-    """``p_i = q_i / Q`` of the store now (0 for pruned samples), for the caches."""
-    total = max(store.stats().total_mass, 1e-300)
-    return lambda indices: store.lookup(np.asarray(indices, np.int64)) / total
+class _Importance:
+    """``p_i = q_i / Q`` of the store (0 for pruned samples), for the caches. ``Q`` is
+    asked of the store on the first call, not per task: most tasks never rank a cache,
+    and a ``Stats`` round trip (a histogram over the table) would sit before every
+    task's first fetch."""
+
+    def __init__(self, store: ImportanceStore) -> None:
+        self.store = store
+        self.total: float | None = None
+
+    def __call__(self, indices: np.ndarray) -> np.ndarray:
+        if self.total is None:
+            self.total = max(self.store.stats().total_mass, 1e-300)
+        return self.store.lookup(np.asarray(indices, np.int64)) / self.total
 
 
 def _wait_for_trainer(
@@ -255,7 +265,7 @@ def _read(
 ) -> tuple[dict[str, np.ndarray], float]:  # fmt: skip
     """The task's rows as transformed numpy columns, and the mass its caches held."""
     store = state.store(context) if context.store is not None else None
-    importance = _importance(store) if context.caches and store is not None else None
+    importance = _Importance(store) if context.caches and store is not None else None
     covered = 0.0
     kept = slice(task.skip, task.skip + task.kept)  # the rows this task delivers
     if task.count:
