@@ -35,9 +35,8 @@ def test_sampling_tasks_ask_the_store_for_its_totals_once_per_epoch_not_per_task
     store = CountingStore(N)
     q = np.random.default_rng(0).lognormal(0, 1, N)
     store.update(np.arange(N), q)
-    core = LoaderCore(
-        catalog, store=store, batch_size=8, window=2, seed=1, memory_bytes=4000
-    )  # fmt: skip  (less than twice the data: not resident)
+    # a memory tier smaller than twice the data, so the rows are cached, not resident
+    core = LoaderCore(catalog, store=store, batch_size=8, window=2, seed=1, memory_bytes=4000)
     assert core.caches  # importance sampling with a memory tier: tasks rank the caches
     state = WorkerState()
     try:
